@@ -1,0 +1,33 @@
+# fer-study: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.fer-study-installed
+
+.PHONY: demo test lint env clean-demo help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+env: $(STAMP)  ## create .venv, install the package, register the Jupyter kernel, enable nbdime
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m ipykernel install --user --name fer-study --display-name "fer-study (Python 3.11)"
+	-$(BIN)/nbdime config-git --enable
+	touch $(STAMP)
+
+demo: $(STAMP)  ## run the whole study on the embedded SynthFER data set (CPU-sized)
+	$(BIN)/fer-study demo
+
+test: $(STAMP)  ## ruff + pytest (unit tests and nbval notebook regression)
+	$(BIN)/ruff check fer_study tests
+	$(BIN)/python -m pytest -q tests --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks/00_data.ipynb
+
+lint: $(STAMP)  ## ruff only
+	$(BIN)/ruff check fer_study tests
+
+clean-demo:  ## remove generated data, caches and run directories (never committed)
+	rm -rf data/synthfer cache results/runs

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from fer_study.data.synth import SynthConfig, generate
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    """A small SynthFER (FERPlus csv form) shared by the tests."""
+    root = tmp_path_factory.mktemp("synthfer")
+    generate(root, SynthConfig(n=600, seed=3, hr_size=96, imbalance=0.5))
+    return root
+
+
+@pytest.fixture(scope="session")
+def ferplus_root() -> Path:
+    root = os.environ.get("FERPLUS_ROOT")
+    if not root or not Path(root).is_dir():
+        pytest.skip("FERPLUS_ROOT not set: real FERPlus tests skipped")
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def rafdb_labels() -> Path:
+    p = os.environ.get("RAFDB_LABELS")
+    if not p or not Path(p).is_file():
+        pytest.skip("RAFDB_LABELS not set: real RAF-DB label tests skipped")
+    return Path(p)
