@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
+
+import os
 from pathlib import Path
 
 import pytest

@@ -1,0 +1,127 @@
+"""timm vision-transformer backbones of the paper (ViT, DeiT, ConViT, XCiT, Swin-T/S/B/L) and
+CPU-sized stand-ins of each family, plus the two classification heads.
+
+``build_backbone`` returns a :class:`Backbone`: the feature extractor (``num_classes=0``: timm
+pools), its feature width and the normalisation of its pretrained configuration (ViT augreg uses
+mean/std 0.5, the others ImageNet's), never a hard-coded constant.
+
+Weights: ``pretrained=True`` downloads through timm/huggingface (set ``HF_HUB_OFFLINE=1`` before
+importing timm to forbid it); ``checkpoint=PATH`` loads a local file (``.pth``/``.bin``/
+``.safetensors`` state dict, or an augreg ``.npz``) through timm's ``pretrained_cfg_overlay``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+#: Paper backbones (Table 1-4): alias -> (timm name, extra kwargs). Expected input 224.
+PAPER_BACKBONES: dict[str, tuple[str, dict]] = {
+    "vit_s": ("vit_small_patch16_224", {}),
+    "deit_s": ("deit_small_patch16_224", {}),
+    "convit_s": ("convit_small", {}),
+    "xcit_s": ("xcit_small_12_p16_224", {}),
+    "swin_t": ("swin_tiny_patch4_window7_224", {}),
+    "swin_s": ("swin_small_patch4_window7_224", {}),
+    "swin_b": ("swin_base_patch4_window7_224", {}),
+    "swin_l": ("swin_large_patch4_window7_224", {}),
+}
+#: CPU-sized stand-ins of the same families (random init, 64x64 input), for the demo profile.
+TINY_BACKBONES: dict[str, tuple[str, dict]] = {
+    "tiny_vit": ("vit_tiny_patch16_224", dict(patch_size=8, depth=4, embed_dim=96, num_heads=3)),
+    "tiny_deit": ("deit_tiny_patch16_224", dict(patch_size=8, depth=4, embed_dim=96, num_heads=3)),
+    "tiny_convit": ("convit_tiny", dict(patch_size=8, depth=4, embed_dim=24, num_heads=4, local_up_to_layer=3)),
+    "tiny_xcit": ("xcit_nano_12_p8_224", dict(depth=4, embed_dim=96, num_heads=4)),
+    "tiny_swin_t": ("swin_tiny_patch4_window7_224", dict(window_size=4, embed_dim=24, depths=(2, 2, 2), num_heads=(2, 4, 8))),
+    "tiny_swin_s": ("swin_tiny_patch4_window7_224", dict(window_size=4, embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8))),
+    "tiny_swin_b": ("swin_tiny_patch4_window7_224", dict(window_size=4, embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12))),
+    "tiny_swin_l": ("swin_tiny_patch4_window7_224", dict(window_size=4, embed_dim=64, depths=(2, 2, 2), num_heads=(4, 8, 16))),
+}
+BACKBONES = {**PAPER_BACKBONES, **TINY_BACKBONES}
+
+
+@dataclass
+class Backbone:
+    model: nn.Module
+    num_features: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    timm_name: str
+    img_size: int
+
+
+def build_backbone(name: str, pretrained: bool = False, checkpoint: str | Path | None = None,
+                   img_size: int | None = None, **kwargs) -> Backbone:
+    """Create a backbone by alias (:data:`BACKBONES`) or any timm model name, without classifier."""
+    import timm
+
+    timm_name, extra = BACKBONES.get(name, (name, {}))
+    kw = {**extra, **kwargs}
+    if img_size is not None:
+        kw["img_size"] = img_size
+    elif name in TINY_BACKBONES:
+        kw["img_size"] = 64
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"backbone checkpoint not found: {checkpoint}")
+        overlay = {"file": str(checkpoint)}
+        if checkpoint.suffix != ".npz":
+            overlay["custom_load"] = False
+        model = timm.create_model(timm_name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay, **kw)
+    else:
+        if pretrained and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            _force_hub_offline()  # honour the variable even when huggingface_hub was imported first
+        try:
+            model = timm.create_model(timm_name, pretrained=pretrained, num_classes=0, **kw)
+        except Exception as e:  # noqa: BLE001 - hub errors come in many types
+            if not pretrained:
+                raise
+            raise RuntimeError(
+                f"pretrained weights for {timm_name} cannot be had ({type(e).__name__}: {e}). Offline, download "
+                "them elsewhere and pass checkpoint=PATH (or `--set checkpoint=PATH`), or use pretrained=False.") from e
+    cfg = model.pretrained_cfg
+    size = kw.get("img_size") or cfg.get("input_size", (3, 224, 224))[-1]
+    return Backbone(model, model.num_features, tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+                    tuple(cfg.get("std", (0.229, 0.224, 0.225))), timm_name, int(size))
+
+
+def _force_hub_offline() -> None:
+    """Make huggingface_hub use only its local cache (fast failure instead of network time-outs)."""
+    try:
+        import huggingface_hub.constants as c
+
+        c.HF_HUB_OFFLINE = True
+        import huggingface_hub.file_download as fd
+
+        if hasattr(fd, "HF_HUB_OFFLINE"):
+            fd.HF_HUB_OFFLINE = True
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def make_head(kind: str, num_features: int, num_classes: int) -> nn.Module:
+    """``mlp``: the authors' Linear(F,512)-BN-ReLU-Dropout(0.5)-Linear(512,C); ``linear``: Linear(F,C)."""
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(num_features, 512), nn.BatchNorm1d(512), nn.ReLU(True), nn.Dropout(0.5),
+                             nn.Linear(512, num_classes))
+    if kind == "linear":
+        return nn.Linear(num_features, num_classes)
+    raise ValueError(f"head must be 'mlp' or 'linear', not {kind!r}")
+
+
+def count_parameters(m: nn.Module | None, trainable_only: bool = False) -> int:
+    if m is None:
+        return 0
+    return sum(p.numel() for p in m.parameters() if p.requires_grad or not trainable_only)
+
+
+def save_backbone_checkpoint(model: nn.Module, path: str | Path) -> Path:
+    """Write a state-dict checkpoint that ``build_backbone(checkpoint=...)`` reads."""
+    from fer_study.io import atomic_write
+
+    return atomic_write(path, lambda p: torch.save(model.state_dict(), p))
