@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fer-study-installed
 
-.PHONY: demo test lint env clean-demo help
+.PHONY: demo test lint env bench clean-demo help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -22,12 +22,19 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the whole study on the embedded SynthFER data set (CPU-sized)
 	$(BIN)/fer-study demo
 
+NBVAL := notebooks/00_data.ipynb notebooks/01_train.ipynb notebooks/02_table1_backbones.ipynb \
+         notebooks/03_table2_ablation.ipynb notebooks/04_table3_losses.ipynb notebooks/05_table4_sota.ipynb
+
 test: $(STAMP)  ## ruff + pytest (unit tests and nbval notebook regression)
-	$(BIN)/ruff check fer_study tests
-	$(BIN)/python -m pytest -q tests --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks/00_data.ipynb
+	$(BIN)/ruff check fer_study tests scripts
+	FER_STUDY_TABLES_DIR=$$(mktemp -d) $(BIN)/python -m pytest -q tests --nbval-lax \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg $(NBVAL)
 
 lint: $(STAMP)  ## ruff only
-	$(BIN)/ruff check fer_study tests
+	$(BIN)/ruff check fer_study tests scripts
+
+bench: $(STAMP)  ## CPU benchmark (results/bench/)
+	$(BIN)/fer-study bench --backbone swin_s --batch 8 --steps 5 --warmup 2 --baseline-images 64
 
 clean-demo:  ## remove generated data, caches and run directories (never committed)
 	rm -rf data/synthfer cache results/runs

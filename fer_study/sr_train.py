@@ -14,14 +14,19 @@ from fer_study.models.facesr import FaceSR
 from fer_study.models.sr import save_facesr
 
 
-def synthfer_pairs(root: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """SynthFER's (LR 48x48, clean HR render) pairs, aligned by row of fer2013.csv."""
+def synthfer_pairs(root: str | Path, hr_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """SynthFER's (LR 48x48, clean HR render) pairs, aligned by row of fer2013.csv.
+
+    ``hr_size`` resizes the renders (area filter), e.g. 96 for a x2 model."""
     from fer_study.data.ferplus import read_fer2013
     from fer_study.data.synth import load_hr
 
-    hr = load_hr(root)
+    hr = np.asarray(load_hr(root))
     _, lr = read_fer2013(Path(root) / "fer2013.csv")
-    return lr[:len(hr)], np.asarray(hr)
+    if hr_size is not None and hr_size != hr.shape[-1]:
+        t = torch.from_numpy(hr)[:, None].float()
+        hr = F.interpolate(t, size=(hr_size, hr_size), mode="area").round().clamp(0, 255).to(torch.uint8)[:, 0].numpy()
+    return lr[:len(hr)], hr
 
 
 def folder_pairs(folder: str | Path, lr_size: int = 48, scale: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +62,7 @@ def train_facesr(lr: np.ndarray, hr: np.ndarray, out: str | Path, steps: int = 4
     model = FaceSR(scale=scale, nf=nf, blocks=blocks).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr_rate)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    L, H = torch.from_numpy(np.asarray(lr)), torch.from_numpy(np.asarray(hr))
+    L, H = torch.from_numpy(np.array(lr)), torch.from_numpy(np.array(hr))
     t0, losses = time.perf_counter(), []
     for _ in tqdm(range(steps), desc="facesr train", disable=not progress):
         i = rng.integers(0, len(L), batch_size)

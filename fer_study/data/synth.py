@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from fer_study.classes import FER2013_CLASSES, FERPLUS_CLASSES, FERPLUS_VOTE_COLUMNS, RAFDB_TO_FERPLUS
 from fer_study.io import atomic_write, write_json
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: FERPlus training-set class counts (majority, label.csv), FERPlus order.
 FERPLUS_TRAIN_COUNTS = np.array([8733, 7284, 3136, 3022, 2098, 116, 536, 120], dtype=np.float64)
 
@@ -106,15 +106,15 @@ def render_face(expr: dict[str, float], ident: dict[str, float], size: int) -> I
     d.ellipse([cx - fw, cy - fh, cx + fw, cy + fh], fill=skin)
     # eyebrows: inner end moves with tilt, both with raise
     ey, es = cy - fh * ident["eye_y"], fw * ident["eye_sep"]
-    by = ey - fh * (0.17 + 0.09 * expr["brow_raise"])
-    bw = max(2, round(s * 0.022 * ident["brow_w"]))
+    by = ey - fh * (0.17 + 0.13 * expr["brow_raise"])
+    bw = max(2, round(s * 0.028 * ident["brow_w"]))
     for side in (-1, 1):
-        inner = (cx + side * fw * 0.12, by - fh * 0.07 * expr["brow_tilt"])
-        outer = (cx + side * fw * 0.62, by + fh * 0.03 * expr["brow_tilt"] + fh * 0.02)
+        inner = (cx + side * fw * 0.12, by - fh * 0.11 * expr["brow_tilt"])
+        outer = (cx + side * fw * 0.62, by + fh * 0.05 * expr["brow_tilt"] + fh * 0.02)
         mid = ((inner[0] + outer[0]) / 2, min(inner[1], outer[1]) - fh * 0.03)
         d.line(_curve(inner, mid, outer), fill=dark, width=bw)
     # eyes: opening scales height; iris dark
-    eh = fh * 0.065 * max(0.25, 1.0 + expr["eye_open"])
+    eh = fh * 0.07 * max(0.2, 1.0 + 1.3 * expr["eye_open"])
     ew = fw * 0.19
     for side in (-1, 1):
         ex = cx + side * es
@@ -145,10 +145,10 @@ def render_face(expr: dict[str, float], ident: dict[str, float], size: int) -> I
             p1 = (cx + side * (mw + fw * 0.1) * (0.8 + 0.2 * expr["nasolabial"]), (p0[1] + p2[1]) / 2)
             d.line(_curve(p0, p1, p2), fill=max(0, skin - 40 - int(25 * expr["nasolabial"])), width=line)
     # mouth: corners move with curvature (and asymmetry for contempt), opening parts the lips
-    curve = fh * 0.07 * expr["mouth_curve"]
+    curve = fh * 0.11 * expr["mouth_curve"]
     left = (cx - mw, my - curve + fh * 0.06 * expr["mouth_asym"] * 0.0)
-    right = (cx + mw, my - curve - fh * 0.09 * expr["mouth_asym"])
-    open_h = fh * 0.16 * max(0.0, expr["mouth_open"])
+    right = (cx + mw, my - curve - fh * 0.13 * expr["mouth_asym"])
+    open_h = fh * 0.2 * max(0.0, expr["mouth_open"])
     upper = _curve(left, (cx, my + curve * 0.6 - open_h * 0.45), right)
     lower = _curve(right, (cx, my + curve * 0.6 + open_h * 1.1 + fh * 0.01), left)
     if open_h > fh * 0.012:
@@ -185,7 +185,7 @@ def _expression(cls: str, intensity: float, rng: np.random.Generator) -> dict[st
 
 def _pose_light(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     s = img.size[0]
-    angle, scale = rng.uniform(-12, 12), rng.uniform(0.9, 1.1)
+    angle, scale = rng.uniform(-10, 10), rng.uniform(0.92, 1.08)
     tx, ty = rng.uniform(-0.05, 0.05) * s, rng.uniform(-0.05, 0.05) * s
     a = math.radians(angle)
     cos, sin = math.cos(a) / scale, math.sin(a) / scale
@@ -261,7 +261,7 @@ def generate(out: str | Path, cfg: SynthConfig) -> dict:
         irng = np.random.default_rng([cfg.seed, i])
         cls = int(classes[i])
         nonface = irng.uniform() < cfg.p_nonface
-        intensity = 0.0 if FERPLUS_CLASSES[cls] == "neutral" else float(irng.uniform(0.35, 1.0))
+        intensity = 0.0 if FERPLUS_CLASSES[cls] == "neutral" else float(irng.uniform(0.45, 1.0))
         if nonface:
             face = _nonface(irng, cfg.hr_size)
         else:

@@ -40,7 +40,7 @@ class DeviceData:
 
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray, targets: np.ndarray,
                  device: torch.device | str = "cpu") -> None:
-        x = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+        x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images, copy=True))
         if x.dtype != torch.uint8:
             raise TypeError(f"images must be uint8, got {x.dtype}")
         if x.ndim == 3:

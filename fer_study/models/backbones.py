@@ -36,10 +36,10 @@ TINY_BACKBONES: dict[str, tuple[str, dict]] = {
     "tiny_deit": ("deit_tiny_patch16_224", dict(patch_size=8, depth=4, embed_dim=96, num_heads=3)),
     "tiny_convit": ("convit_tiny", dict(patch_size=8, depth=4, embed_dim=24, num_heads=4, local_up_to_layer=3)),
     "tiny_xcit": ("xcit_nano_12_p8_224", dict(depth=4, embed_dim=96, num_heads=4)),
-    "tiny_swin_t": ("swin_tiny_patch4_window7_224", dict(window_size=4, embed_dim=24, depths=(2, 2, 2), num_heads=(2, 4, 8))),
-    "tiny_swin_s": ("swin_tiny_patch4_window7_224", dict(window_size=4, embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8))),
-    "tiny_swin_b": ("swin_tiny_patch4_window7_224", dict(window_size=4, embed_dim=48, depths=(2, 2, 2), num_heads=(3, 6, 12))),
-    "tiny_swin_l": ("swin_tiny_patch4_window7_224", dict(window_size=4, embed_dim=64, depths=(2, 2, 2), num_heads=(4, 8, 16))),
+    "tiny_swin_t": ("swin_tiny_patch4_window7_224", dict(patch_size=8, window_size=4, embed_dim=48, depths=(2, 2), num_heads=(3, 6))),
+    "tiny_swin_s": ("swin_tiny_patch4_window7_224", dict(patch_size=8, window_size=4, embed_dim=48, depths=(2, 4), num_heads=(3, 6))),
+    "tiny_swin_b": ("swin_tiny_patch4_window7_224", dict(patch_size=8, window_size=4, embed_dim=64, depths=(2, 4), num_heads=(4, 8))),
+    "tiny_swin_l": ("swin_tiny_patch4_window7_224", dict(patch_size=8, window_size=4, embed_dim=96, depths=(2, 4), num_heads=(6, 12))),
 }
 BACKBONES = {**PAPER_BACKBONES, **TINY_BACKBONES}
 
@@ -54,9 +54,41 @@ class Backbone:
     img_size: int
 
 
+def conv_stem(cin: int, cout: int, stride: int) -> nn.Sequential:
+    """A convolutional stem replacing a ``stride`` x ``stride`` patchify convolution: log2(stride)
+    stages of [3x3 stride-2 conv, BN, ReLU, 3x3 conv, BN, ReLU], then a 1x1 projection to the
+    embedding width (Xiao et al. 2021, "Early convolutions help transformers see better"). Same
+    output grid and width as the patch embedding it replaces."""
+    n = int(stride).bit_length() - 1
+    if 2 ** n != stride or n < 1:
+        raise ValueError(f"conv stem needs a power-of-two patch size, not {stride}")
+    layers: list[nn.Module] = []
+    c = cin
+    for i in range(n):
+        w = min(cout, 16 * 2 ** i)
+        layers += [nn.Conv2d(c, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                   nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+        c = w
+    layers.append(nn.Conv2d(c, cout, 1))
+    return nn.Sequential(*layers)
+
+
+def _add_conv_stem(model: nn.Module) -> bool:
+    pe = getattr(model, "patch_embed", None)
+    proj = getattr(pe, "proj", None)
+    if not isinstance(proj, nn.Conv2d) or proj.kernel_size != proj.stride or proj.kernel_size[0] < 2:
+        return False  # e.g. XCiT, whose patch embedding is already convolutional
+    pe.proj = conv_stem(proj.in_channels, proj.out_channels, proj.stride[0])
+    return True
+
+
 def build_backbone(name: str, pretrained: bool = False, checkpoint: str | Path | None = None,
-                   img_size: int | None = None, **kwargs) -> Backbone:
-    """Create a backbone by alias (:data:`BACKBONES`) or any timm model name, without classifier."""
+                   img_size: int | None = None, stem: str = "patch", **kwargs) -> Backbone:
+    """Create a backbone by alias (:data:`BACKBONES`) or any timm model name, without classifier.
+
+    ``stem="conv"`` replaces the patchify convolution by :func:`conv_stem` (random-init CPU stand-ins
+    only: it does not match pretrained weights).
+    """
     import timm
 
     timm_name, extra = BACKBONES.get(name, (name, {}))
@@ -84,6 +116,12 @@ def build_backbone(name: str, pretrained: bool = False, checkpoint: str | Path |
             raise RuntimeError(
                 f"pretrained weights for {timm_name} cannot be had ({type(e).__name__}: {e}). Offline, download "
                 "them elsewhere and pass checkpoint=PATH (or `--set checkpoint=PATH`), or use pretrained=False.") from e
+    if stem == "conv":
+        if pretrained or checkpoint is not None:
+            raise ValueError("stem='conv' changes the patch embedding and cannot take pretrained weights")
+        _add_conv_stem(model)
+    elif stem != "patch":
+        raise ValueError(f"stem must be 'patch' or 'conv', not {stem!r}")
     cfg = model.pretrained_cfg
     size = kw.get("img_size") or cfg.get("input_size", (3, 224, 224))[-1]
     return Backbone(model, model.num_features, tuple(cfg.get("mean", (0.485, 0.456, 0.406))),

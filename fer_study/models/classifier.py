@@ -44,6 +44,7 @@ class ModelConfig:
     ltr_r: int = 1
     pretrained: bool = False
     checkpoint: str | None = None
+    stem: str = "patch"  # "patch" (the backbone's own) | "conv" (conv stem, CPU stand-ins)
     backbone_kwargs: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -70,7 +71,7 @@ class NeuralResizerClassifier(nn.Module):
         cfg.validate()
         self.cfg = cfg
         bb = build_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
-                            img_size=cfg.img_size, **cfg.backbone_kwargs)
+                            img_size=cfg.img_size, stem=cfg.stem, **cfg.backbone_kwargs)
         self.img_size = bb.img_size
         self.backbone = bb.model
         self.head = make_head(cfg.head, bb.num_features, cfg.num_classes)
@@ -113,7 +114,7 @@ class NeuralResizerClassifier(nn.Module):
         if self.stn is not None and c.stn_placement == "after_sr":
             x = self.stn(x)
         if self.resizer is not None:
-            return self.resizer(x)
+            return self.resizer(x.contiguous(memory_format=torch.channels_last))
         return F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fer_study.config import TrainConfig, make_config
+from fer_study.engine import is_finished, load_metrics, train
+from fer_study.errors import RunError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cfg(synth_root: Path, tmp: Path, **over) -> TrainConfig:
+    base = {"data_root": str(synth_root), "runs_dir": str(tmp / "runs"), "cache_dir": str(tmp / "cache"),
+            "model.backbone": "tiny_swin_t", "model.up": "bilinear", "model.down": "ltr", "model.sr_size": 96,
+            "model.ltr_n": 16,
+            "epochs": 2, "progress": False, "batch_size": 32}
+    base.update(over)
+    return make_config("demo", {k: str(v) for k, v in base.items()})
+
+
+def test_run_id_ignores_execution_keys_and_tracks_result_keys(synth_root, tmp_path):
+    a = _cfg(synth_root, tmp_path)
+    assert a.run_id() == _cfg(synth_root, tmp_path, device="cpu", progress=True).run_id()
+    assert a.run_id() != _cfg(synth_root, tmp_path, seed=5).run_id()
+    assert TrainConfig.from_dict(json.loads(json.dumps(a.to_dict()))).run_id() == a.run_id()
+    with pytest.raises(KeyError):
+        make_config("demo", ["no_such_key=1"])
+
+
+def test_learns_above_chance_and_records_both_protocols(synth_root, tmp_path):
+    cfg = _cfg(synth_root, tmp_path, epochs=6, **{"model.backbone": "tiny_swin_s", "model.down": "none"},
+               max_train="null")
+    d = train(cfg)
+    m = load_metrics(d)
+    clean, authors = m["protocols"]["clean"], m["protocols"]["authors"]
+    counts = [sum(r) for r in clean["confusion"]]
+    majority = max(counts) / sum(counts)
+    assert clean["test_acc"] > majority + 0.05, (clean["test_acc"], majority)
+    assert 1 <= clean["selected_epoch"] <= 6 and 1 <= authors["best_epoch"] <= 6
+    assert m["synthetic"] is True
+    for f in ("config.json", "env.json", "history.csv", "predictions.csv", "model_best.pt"):
+        assert (d / f).exists(), f
+    assert len((d / "history.csv").read_text().strip().splitlines()) == 7
+    assert len((d / "predictions.csv").read_text().strip().splitlines()) == m["n"]["test"] + 1
+    env = json.loads((d / "env.json").read_text())
+    assert env["torch"] and env["git_sha"] and env["device"]
+    # a finished run is skipped, not retrained
+    mtime = (d / "metrics.json").stat().st_mtime_ns
+    assert train(cfg) == d and (d / "metrics.json").stat().st_mtime_ns == mtime
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(synth_root, tmp_path):
+    a = _cfg(synth_root, tmp_path / "a", epochs=3, max_train=256)
+    b = _cfg(synth_root, tmp_path / "b", epochs=3, max_train=256)
+    train(a)
+    with pytest.raises(KeyboardInterrupt):
+        train(b, _interrupt_after_epoch=0)
+    rb = Path(b.runs_dir) / b.run_id()
+    assert (rb / "checkpoint.pt").exists() and not is_finished(rb)
+    train(b)
+    ma, mb = load_metrics(Path(a.runs_dir) / a.run_id()), load_metrics(rb)
+    assert ma["protocols"] == mb["protocols"]
+    ha = (Path(a.runs_dir) / a.run_id() / "history.csv").read_text().splitlines()
+    hb = (rb / "history.csv").read_text().splitlines()
+    strip = [lambda line: ",".join(line.split(",")[:8])]  # drop timing columns
+    assert [strip[0](x) for x in ha] == [strip[0](x) for x in hb]
+
+
+def test_nan_guard_names_epoch_and_step_and_keeps_checkpoint(synth_root, tmp_path):
+    cfg = _cfg(synth_root, tmp_path, epochs=3, max_train=128)
+    with pytest.raises(RunError, match=r"non-finite loss \(nan\) at epoch 2, step 3"):
+        train(cfg, _inject_nan_at=(1, 2))
+    d = Path(cfg.runs_dir) / cfg.run_id()
+    assert (d / "checkpoint.pt").exists() and (d / "history.csv").exists() and (d / "failed.json").exists()
+    assert not is_finished(d)
+
+
+def test_sr_setting_uses_cache(synth_root, tmp_path):
+    from fer_study.sr_train import synthfer_pairs, train_facesr
+
+    lr, hr = synthfer_pairs(synth_root)
+    train_facesr(lr[:64], hr[:64], tmp_path / "facesr.pt", steps=3, batch_size=4, progress=False)
+    cfg = _cfg(synth_root, tmp_path, epochs=1, max_train=96, sr_backend="facesr", sr_weights=str(tmp_path / "facesr.pt"),
+               **{"model.up": "sr", "model.stn": True})
+    m = load_metrics(train(cfg))
+    assert m["parameters"]["stn"]["trainable"] > 0 and m["parameters"]["resizer"]["trainable"] == 12083
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3  # one SR cache entry per split
+
+
+def test_torchrun_two_processes_gloo(synth_root, tmp_path):
+    cfg = _cfg(synth_root, tmp_path, epochs=1, max_train=128)
+    sets = []
+    for k, v in {"data_root": synth_root, "runs_dir": tmp_path / "runs", "cache_dir": tmp_path / "cache",
+                 "model.backbone": "tiny_swin_t", "model.up": "bilinear", "model.down": "ltr",
+                 "model.sr_size": 96, "epochs": 1, "progress": "false", "batch_size": 32, "max_train": 128}.items():
+        sets += ["--set", f"{k}={v}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+                        "-m", "fer_study.cli", "train", "--profile", "demo", *sets], capture_output=True, text=True,
+                       env=env, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = Path(cfg.runs_dir) / cfg.run_id()
+    m2 = load_metrics(d)
+    assert json.loads((d / "env.json").read_text())["world_size"] == 2
+    single = _cfg(synth_root, tmp_path / "one", epochs=1, max_train=128)
+    m1 = load_metrics(train(single))
+    assert set(m1) == set(m2) and set(m1["protocols"]["clean"]) == set(m2["protocols"]["clean"])
+    assert m1["n"] == m2["n"]
