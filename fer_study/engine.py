@@ -202,7 +202,7 @@ def evaluate(model: nn.Module, data: DeviceData, loss_fn: nn.Module, batch_size:
     loss_sum = torch.zeros((), device=device)
     batch_accs = []
     for idx in data.batches(batch_size, shuffle=False, indices=idx_all):
-        x = to_float(data.images[idx])
+        x = to_float(data.fetch(idx))
         if aug is not None:
             x = augment(x, aug, generator)
         with _autocast(device, amp):
@@ -331,7 +331,7 @@ def train(cfg: TrainConfig, force: bool = False, _interrupt_after_epoch: int | N
         bar = tqdm(range(n_steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)
         for step in bar:
             idx = shard[step * per_rank_batch:(step + 1) * per_rank_batch]
-            x = augment(to_float(train_data.images[idx]), aug, gen)
+            x = augment(to_float(train_data.fetch(idx)), aug, gen)
             y = train_data.labels[idx]
             target = train_data.targets[idx] if cfg.label_mode != "majority" else y
             with _autocast(device, cfg.amp):
@@ -374,6 +374,7 @@ def train(cfg: TrainConfig, force: bool = False, _interrupt_after_epoch: int | N
         row = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
                "train_loss": float(stats[0]) / (n_steps * dist.world), "train_acc": float(stats[1] / stats[2]),
                "valid_loss": valid["loss"], "valid_acc": valid["acc"], "valid_mean_class_acc": valid["mean_class_acc"],
+               **{f"valid_acc_{c}": a for c, a in zip(splits["valid"].classes, valid["per_class_acc"])},
                "test_authors_acc": test_auth["batch_mean_acc"], "seconds": round(dt, 3),
                "images_per_s": round(float(stats[2]) / dt, 1)}
         history.append(row)

@@ -46,7 +46,8 @@ def test_learns_above_chance_and_records_both_protocols(synth_root, tmp_path):
     assert m["synthetic"] is True
     for f in ("config.json", "env.json", "history.csv", "predictions.csv", "model_best.pt"):
         assert (d / f).exists(), f
-    assert len((d / "history.csv").read_text().strip().splitlines()) == 7
+    hist = (d / "history.csv").read_text().strip().splitlines()
+    assert len(hist) == 7 and "valid_acc_neutral" in hist[0] and "valid_mean_class_acc" in hist[0]
     assert len((d / "predictions.csv").read_text().strip().splitlines()) == m["n"]["test"] + 1
     env = json.loads((d / "env.json").read_text())
     assert env["torch"] and env["git_sha"] and env["device"]

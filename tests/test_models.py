@@ -156,9 +156,10 @@ def test_stn_identity_init_and_counts():
 
 
 @pytest.mark.parametrize("name", list(TINY_BACKBONES))
-def test_tiny_backbones_forward(name):
-    bb = build_backbone(name)
-    assert bb.model(torch.rand(2, 3, 64, 64)).shape == (2, bb.num_features)
+@pytest.mark.parametrize("size,stem", [(64, "patch"), (48, "conv")])  # 48 + conv stem: the demo profile
+def test_tiny_backbones_forward(name, size, stem):
+    bb = build_backbone(name, img_size=size, stem=stem)
+    assert bb.model(torch.rand(2, 3, size, size)).shape == (2, bb.num_features)
 
 
 @pytest.mark.parametrize("name", ["vit_s", "deit_s", "convit_s", "xcit_s", "swin_s"])

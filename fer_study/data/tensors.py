@@ -36,10 +36,14 @@ class AugmentConfig:
 
 
 class DeviceData:
-    """A split as uint8 tensors on ``device``: images (N, C, H, W), labels (N,), targets (N, K)."""
+    """A split as uint8 tensors on ``device``: images (N, C, H, W), labels (N,), targets (N, K).
+
+    On CUDA the images move to the GPU when they fit (at most ``max_fraction`` of the free memory);
+    otherwise they stay in pinned CPU memory and :meth:`fetch` copies each batch over.
+    """
 
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray, targets: np.ndarray,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", max_fraction: float = 0.6) -> None:
         x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images, copy=True))
         if x.dtype != torch.uint8:
             raise TypeError(f"images must be uint8, got {x.dtype}")
@@ -48,7 +52,14 @@ class DeviceData:
         elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
             x = x.permute(0, 3, 1, 2)
         self.device = torch.device(device)
-        self.images = x.contiguous().to(self.device)
+        self.image_device = self.device
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if x.numel() > max_fraction * free:
+                self.image_device = torch.device("cpu")
+        self.images = x.contiguous().to(self.image_device)
+        if self.image_device != self.device:
+            self.images = self.images.pin_memory()
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=self.device)
         self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.float32, device=self.device)
         if not (len(self.images) == len(self.labels) == len(self.targets)):
@@ -56,6 +67,16 @@ class DeviceData:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def on_device(self) -> bool:
+        return self.image_device == self.device
+
+    def fetch(self, idx: torch.Tensor) -> torch.Tensor:
+        """uint8 images of ``idx`` on the compute device."""
+        if self.on_device:
+            return self.images[idx]
+        return self.images[idx.cpu()].to(self.device, non_blocking=True)
 
     def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
                 drop_last: bool = False, indices: torch.Tensor | None = None):

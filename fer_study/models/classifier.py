@@ -113,8 +113,8 @@ class NeuralResizerClassifier(nn.Module):
         x = self._up(x)
         if self.stn is not None and c.stn_placement == "after_sr":
             x = self.stn(x)
-        if self.resizer is not None:
-            return self.resizer(x.contiguous(memory_format=torch.channels_last))
+        if self.resizer is not None:  # channels_last inside the CNN, plain NCHW for the transformer
+            return self.resizer(x.contiguous(memory_format=torch.channels_last)).contiguous()
         return F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

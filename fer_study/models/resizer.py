@@ -18,11 +18,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that runs on NCHW memory on the CPU (PyTorch's CPU kernel is ~3x slower on
+    channels_last input here, while the convolutions are ~2x faster on it); same parameters and
+    state_dict as ``nn.BatchNorm2d``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dim() == 4 and not x.is_contiguous():
+            return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
+        return super().forward(x)
+
+
 class _Res(nn.Module):
     def __init__(self, n: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(n, n, 3, padding=1), nn.BatchNorm2d(n), nn.LeakyReLU(0.2),
-                                  nn.Conv2d(n, n, 3, padding=1), nn.BatchNorm2d(n))
+        self.body = nn.Sequential(nn.Conv2d(n, n, 3, padding=1), BatchNorm2d(n), nn.LeakyReLU(0.2, inplace=True),
+                                  nn.Conv2d(n, n, 3, padding=1), BatchNorm2d(n))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -34,10 +45,10 @@ class LearnToResize(nn.Module):
     def __init__(self, in_channels: int = 3, n: int = 16, r: int = 1, out_size: int = 224) -> None:
         super().__init__()
         self.out_size = out_size
-        self.g_phi = nn.Sequential(nn.Conv2d(in_channels, n, 7, padding=3), nn.LeakyReLU(0.2),
-                                   nn.Conv2d(n, n, 1), nn.LeakyReLU(0.2), nn.BatchNorm2d(n))
+        self.g_phi = nn.Sequential(nn.Conv2d(in_channels, n, 7, padding=3), nn.LeakyReLU(0.2, inplace=True),
+                                   nn.Conv2d(n, n, 1), nn.LeakyReLU(0.2, inplace=True), BatchNorm2d(n))
         self.res = nn.Sequential(*[_Res(n) for _ in range(r)])
-        self.post = nn.Sequential(nn.Conv2d(n, n, 3, padding=1), nn.BatchNorm2d(n))
+        self.post = nn.Sequential(nn.Conv2d(n, n, 3, padding=1), BatchNorm2d(n))
         self.out = nn.Conv2d(n, in_channels, 7, padding=3)
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
