@@ -15,13 +15,16 @@ from fer_study.errors import RunError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _cfg(synth_root: Path, tmp: Path, **over) -> TrainConfig:
+def _overrides(synth_root: Path, tmp: Path, **over) -> dict[str, str]:
     base = {"data_root": str(synth_root), "runs_dir": str(tmp / "runs"), "cache_dir": str(tmp / "cache"),
             "model.backbone": "tiny_swin_t", "model.up": "bilinear", "model.down": "ltr", "model.sr_size": 96,
-            "model.ltr_n": 16,
-            "epochs": 2, "progress": False, "batch_size": 32}
+            "model.ltr_n": 16, "epochs": 2, "progress": False, "batch_size": 32}
     base.update(over)
-    return make_config("demo", {k: str(v) for k, v in base.items()})
+    return {k: str(v) for k, v in base.items()}
+
+
+def _cfg(synth_root: Path, tmp: Path, **over) -> TrainConfig:
+    return make_config("demo", _overrides(synth_root, tmp, **over))
 
 
 def test_run_id_ignores_execution_keys_and_tracks_result_keys(synth_root, tmp_path):
@@ -95,11 +98,10 @@ def test_sr_setting_uses_cache(synth_root, tmp_path):
 
 
 def test_torchrun_two_processes_gloo(synth_root, tmp_path):
-    cfg = _cfg(synth_root, tmp_path, epochs=1, max_train=128)
+    over = _overrides(synth_root, tmp_path, epochs=1, max_train=128)
+    cfg = make_config("demo", over)
     sets = []
-    for k, v in {"data_root": synth_root, "runs_dir": tmp_path / "runs", "cache_dir": tmp_path / "cache",
-                 "model.backbone": "tiny_swin_t", "model.up": "bilinear", "model.down": "ltr",
-                 "model.sr_size": 96, "epochs": 1, "progress": "false", "batch_size": 32, "max_train": 128}.items():
+    for k, v in over.items():
         sets += ["--set", f"{k}={v}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
