@@ -178,7 +178,7 @@ def authors_baseline(bc: BenchConfig, device: torch.device, mcfg: ModelConfig) -
     workers = min(8, os.cpu_count() or 1)
     loader = DataLoader(PNGs(), batch_size=bc.batch, shuffle=True, num_workers=workers, drop_last=True,
                         pin_memory=device.type == "cuda", persistent_workers=False)
-    seen, t_first, t0 = 0, None, None
+    seen, t0 = 0, None
     for _epoch in range(2):
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -188,8 +188,7 @@ def authors_baseline(bc: BenchConfig, device: torch.device, mcfg: ModelConfig) -
             opt.step()
             if t0 is None:
                 _sync(device)
-                t0 = time.perf_counter()  # after the first batch (worker start-up, warm-up)
-                t_first = t0
+                t0 = time.perf_counter()  # timing starts after the first batch (worker start-up, warm-up)
                 continue
             seen += len(x)
     _sync(device)
@@ -198,8 +197,7 @@ def authors_baseline(bc: BenchConfig, device: torch.device, mcfg: ModelConfig) -
         p.unlink()
     tmp.rmdir()
     return {"images_per_s": seen / dt if seen else float("nan"), "images_timed": seen, "workers": workers,
-            "note": "PNG decode + torchvision transforms in DataLoader workers, eager fp32, Adam",
-            "t_first": t_first is not None}
+            "note": "PNG decode + torchvision transforms in DataLoader workers, eager fp32, Adam"}
 
 
 def run_bench(bc: BenchConfig, device: torch.device, out_dir: str | Path = "results/bench", log=print) -> dict:

@@ -209,7 +209,7 @@ def evaluate(model: nn.Module, data: DeviceData, loss_fn: nn.Module, batch_size:
             logits = model(x)
         logits = logits.float()
         y = data.labels[idx]
-        loss_sum += loss_fn(logits, y if data.targets is None else data.targets[idx]) * len(idx)
+        loss_sum += loss_fn(logits, data.targets[idx]) * len(idx)
         p = logits.softmax(-1)
         probs[idx] = p
         batch_accs.append(float((p.argmax(-1) == y).float().mean()))
