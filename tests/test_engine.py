@@ -103,8 +103,13 @@ def test_torchrun_two_processes_gloo(synth_root, tmp_path):
     sets = []
     for k, v in over.items():
         sets += ["--set", f"{k}={v}"]
+    import socket
+
+    with socket.socket() as sock:  # a free port: parallel test runs must not collide
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
                         "-m", "fer_study.cli", "train", "--profile", "demo", *sets], capture_output=True, text=True,
                        env=env, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
