@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from fer_study.data.tensors import AugmentConfig, augment, to_float
+from fer_study.engine import autocast_for
 from fer_study.io import environment, write_json, write_text
 from fer_study.models.classifier import ModelConfig, NeuralResizerClassifier
 
@@ -69,17 +70,10 @@ def _timed(fn, warmup: int, steps: int, device: torch.device) -> list[float]:
     return ts
 
 
-def _autocast(device: torch.device, amp: bool):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else torch.autocast(
-        device.type, enabled=False)
-
-
 def train_step_bench(mcfg: ModelConfig, input_size: int, bc: BenchConfig, device: torch.device,
                      compile_model: bool) -> dict:
     torch.manual_seed(0)
-    model = NeuralResizerClassifier(mcfg).to(device)
-    if model.resizer is not None:
-        model.resizer.to(memory_format=torch.channels_last)
+    model = NeuralResizerClassifier(mcfg).to(device).cnn_channels_last_()
     opt = torch.optim.AdamW(model.parameters(), 1e-4, fused=device.type == "cuda")
     fwd = torch.compile(model) if compile_model else model
     data = torch.randint(0, 256, (bc.batch * 4, 1, input_size, input_size), dtype=torch.uint8, device=device)
@@ -92,7 +86,7 @@ def train_step_bench(mcfg: ModelConfig, input_size: int, bc: BenchConfig, device
         s = (i[0] % 4) * bc.batch
         i[0] += 1
         x = augment(to_float(data[s:s + bc.batch]), aug, gen)
-        with _autocast(device, bc.amp):
+        with autocast_for(device, bc.amp):
             out = fwd(x)
         loss = F.cross_entropy(out.float(), y)
         opt.zero_grad(set_to_none=True)

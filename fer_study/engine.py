@@ -182,7 +182,8 @@ def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch
     raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
 
-def _autocast(device: torch.device, amp: bool):
+def autocast_for(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA when ``amp``; a disabled context elsewhere."""
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast(device.type, enabled=False)
@@ -205,7 +206,7 @@ def evaluate(model: nn.Module, data: DeviceData, loss_fn: nn.Module, batch_size:
         x = to_float(data.fetch(idx))
         if aug is not None:
             x = augment(x, aug, generator)
-        with _autocast(device, amp):
+        with autocast_for(device, amp):
             logits = model(x)
         logits = logits.float()
         y = data.labels[idx]
@@ -283,9 +284,7 @@ def train(cfg: TrainConfig, force: bool = False, _interrupt_after_epoch: int | N
     loss_fn = build_loss(cfg.loss, prior, cfg.alpha, cfg.gamma).to(device)
     sr_online = make_sr(cfg, device) if cfg.model.up == "sr" and cfg.model.input_kind == "raw" else None
     model = NeuralResizerClassifier(cfg.model, sr=sr_online).to(device)
-    for part in (model.resizer, model.stn):  # channels_last: ~1.8x for the resizer convs, CPU and GPU
-        if part is not None:
-            part.to(memory_format=torch.channels_last)
+    model.cnn_channels_last_()  # ~1.8x for the resizer convolutions, CPU and GPU
     opt = make_optimizer(cfg, model, device)
     per_rank_batch = max(2, cfg.batch_size // dist.world)
     steps_per_epoch = (len(data["train"]) // dist.world) // per_rank_batch
@@ -326,6 +325,7 @@ def train(cfg: TrainConfig, force: bool = False, _interrupt_after_epoch: int | N
         if model.sr is not None:
             model.sr.eval()
         losses = torch.zeros(n_steps, device=device)
+        checked = 0
         correct = torch.zeros((), device=device)
         t0 = time.perf_counter()
         bar = tqdm(range(n_steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not show, leave=False)
@@ -334,16 +334,17 @@ def train(cfg: TrainConfig, force: bool = False, _interrupt_after_epoch: int | N
             x = augment(to_float(train_data.fetch(idx)), aug, gen)
             y = train_data.labels[idx]
             target = train_data.targets[idx] if cfg.label_mode != "majority" else y
-            with _autocast(device, cfg.amp):
+            with autocast_for(device, cfg.amp):
                 logits = fwd(x)
             loss = loss_fn(logits.float(), target)
             if _inject_nan_at == (epoch, step):
                 loss = loss * float("nan")
             losses[step] = loss.detach()
             if device.type == "cpu" or step % 50 == 49 or step == n_steps - 1:
-                bad = ~torch.isfinite(losses[: step + 1])
+                bad = ~torch.isfinite(losses[checked: step + 1])  # GPU: one sync per 50 steps
+                checked = step + 1
                 if bad.any():
-                    first = int(bad.nonzero()[0])
+                    first = checked - len(bad) + int(bad.nonzero()[0])
                     msg = (f"non-finite loss ({float(losses[first])}) at epoch {epoch + 1}, step {first + 1} "
                            f"of run {run_dir.name}; the last checkpoint (epoch {epoch}) is kept")
                     if dist.main:

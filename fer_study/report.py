@@ -34,9 +34,9 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
     return {"b": b, "c": c, "p": p}
 
 
-def collect(row: Row, profile: str, seeds: list[int], runs_dir: str | None = None) -> dict:
-    """Finished runs of a grid row: per seed, both protocols' accuracies and the run directory."""
-    extra = {"runs_dir": runs_dir} if runs_dir else None
+def collect(row: Row, profile: str, seeds: list[int], extra: dict | None = None) -> dict:
+    """Finished runs of a grid row (with the same ``extra`` overrides the runner used): per seed, both
+    protocols' accuracies and the run directory."""
     out = {"seeds": [], "clean": [], "authors": [], "dirs": [], "dataset": None}
     for s in seeds:
         cfg = row_config(row, profile, s, extra)
@@ -77,9 +77,10 @@ def _paired(a: dict, b: dict) -> str:
     return f"p={p:.3g} ({cc}+/{bb}-)"
 
 
-def build_table(table: str, profile: str, seeds: list[int], runs_dir: str | None = None) -> tuple[pd.DataFrame, str]:
+def build_table(table: str, profile: str, seeds: list[int], extra: dict | None = None) -> tuple[pd.DataFrame, str]:
+    """``extra``: the config overrides given to ``fer-study run --set`` (e.g. data_root, runs_dir)."""
     rows = grid(table)
-    res = {r.key: collect(r, profile, seeds, runs_dir) for r in rows}
+    res = {r.key: collect(r, profile, seeds, extra) for r in rows}
     datasets = sorted({v["dataset"] for v in res.values() if v["dataset"]})
     recs = []
     if table in ("table1", "table3"):

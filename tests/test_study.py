@@ -55,12 +55,7 @@ def test_table2_runs_then_rerun_skips_and_table_renders(synth_root, tmp_path, mo
     s2 = run_grid("table2", "demo", [0], extra=extra, log=lambda *_: None)
     assert len(s2["skipped"]) == 5 and not s2["done"]
     assert all((tmp_path / "runs" / rid / "01_train.executed.ipynb").exists() for rid in s["done"])
-    from fer_study import report
-
-    monkeypatch.setattr(report, "row_config",
-                        lambda row, profile, seed, extra_=None: __import__("fer_study.experiments").experiments.row_config(
-                            row, profile, seed, extra))
-    df, notes = build_table("table2", "demo", [0])
+    df, notes = build_table("table2", "demo", [0], extra)
     assert list(df["Setting"]) == list("abcde") and "(n=1)" in df["Acc. ours clean"].iloc[0]
     assert "SynthFER" in notes and "DEMO" in notes
     paths = export(df, notes, "table2", tmp_path / "tables")

@@ -121,6 +121,13 @@ class NeuralResizerClassifier(nn.Module):
         x = (self.resize(x) - self.mean) / self.std
         return self.head(self.backbone(x))
 
+    def cnn_channels_last_(self) -> NeuralResizerClassifier:
+        """channels_last memory for the convolutional parts (resizer, STN); the transformer stays NCHW."""
+        for part in (self.resizer, self.stn):
+            if part is not None:
+                part.to(memory_format=torch.channels_last)
+        return self
+
     def parameter_summary(self) -> dict[str, dict[str, int]]:
         parts = {"sr": self.sr, "stn": self.stn, "resizer": self.resizer, "backbone": self.backbone, "head": self.head}
         return {k: {"total": count_parameters(m), "trainable": count_parameters(m, True)} for k, m in parts.items()}
