@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import resource
+import shutil
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +36,15 @@ class BenchConfig:
     sr_size: int = 384
     input_size: int = 48
     warmup: int = 3
-    steps: int = 10
-    compile: bool = False
+    steps: int = 10  # timed blocks per model
+    block: int = 1  # training steps per timed block (CUDA: several, so the host may run ahead)
+    compile_modes: tuple[str, ...] = ()  # torch.compile modes to time besides eager ("default", ...)
     amp: bool = True
     baseline: bool = True
     baseline_images: int = 256
     sr_backends: tuple[str, ...] = ("bicubic",)
     sr_images: int = 64
+    sr_batch: int = 32
     dic_weights: str | None = None
     stem: str = "patch"
     ltr_n: int = 16
@@ -70,19 +74,21 @@ def _timed(fn, warmup: int, steps: int, device: torch.device) -> list[float]:
     return ts
 
 
-def train_step_bench(mcfg: ModelConfig, input_size: int, bc: BenchConfig, device: torch.device,
-                     compile_model: bool) -> dict:
+def make_train_step(mcfg: ModelConfig, input_size: int, bc: BenchConfig, device: torch.device,
+                    compile_mode: str | None) -> Callable[[], None]:
+    """One full training step as the engine runs it: uint8 batch on the device -> on-device
+    augmentation -> (compiled) model under bf16 autocast -> CE -> backward -> fused AdamW."""
     torch.manual_seed(0)
     model = NeuralResizerClassifier(mcfg).to(device).cnn_channels_last_()
     opt = torch.optim.AdamW(model.parameters(), 1e-4, fused=device.type == "cuda")
-    fwd = torch.compile(model) if compile_model else model
+    fwd = torch.compile(model, mode=compile_mode) if compile_mode else model
     data = torch.randint(0, 256, (bc.batch * 4, 1, input_size, input_size), dtype=torch.uint8, device=device)
     y = torch.randint(0, mcfg.num_classes, (bc.batch,), device=device)
     gen = torch.Generator().manual_seed(0)
     aug = AugmentConfig()
     i = [0]
 
-    def step():
+    def step() -> None:
         s = (i[0] % 4) * bc.batch
         i[0] += 1
         x = augment(to_float(data[s:s + bc.batch]), aug, gen)
@@ -93,52 +99,108 @@ def train_step_bench(mcfg: ModelConfig, input_size: int, bc: BenchConfig, device
         loss.backward()
         opt.step()
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    ts = _timed(step, bc.warmup, bc.steps, device)
-    med = statistics.median(ts)
-    return {"median_step_s": med, "images_per_s": bc.batch / med, "steps": bc.steps, "warmup": bc.warmup,
-            "first_steps_s": round(time.perf_counter() - t0 - sum(ts), 3), "peak_mem_mb": round(_peak_mb(device), 1),
-            "all_steps_s": [round(t, 5) for t in ts]}
+    return step
+
+
+def train_steps_bench(models: dict[str, tuple[ModelConfig, int]], bc: BenchConfig, device: torch.device,
+                      compile_mode: str | None) -> dict[str, dict]:
+    """Time several pipelines (e.g. vanilla and NR) on the same batch size, interleaved.
+
+    Each model is built and warmed up on its own (its warm-up time includes compilation; on CUDA its
+    peak memory is measured then, above what was allocated before it), then the timed blocks
+    alternate between the models (A, B, A, B, ...), so a machine whose speed drifts during the run
+    slows every pipeline alike and the ratio stays fair. Each block is ``bc.block`` steps followed by
+    a device sync; the reported step time is the median block time / ``bc.block``.
+    """
+    cuda = device.type == "cuda"
+    steps, out = {}, {}
+    for name, (mcfg, size) in models.items():
+        base = torch.cuda.memory_allocated(device) if cuda else 0
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        step = make_train_step(mcfg, size, bc, device, compile_mode)
+        t0 = time.perf_counter()
+        for _ in range(max(1, bc.warmup)):
+            step()
+        _sync(device)
+        out[name] = {"warmup_s": round(time.perf_counter() - t0, 3),
+                     "peak_mem_mb": round((_peak_mb(device) - base / 2 ** 20) if cuda else _peak_mb(device), 1)}
+        steps[name] = step
+    times: dict[str, list[float]] = {n: [] for n in steps}
+    for _ in range(bc.steps):
+        for name, step in steps.items():
+            t = time.perf_counter()
+            for _ in range(bc.block):
+                step()
+            _sync(device)
+            times[name].append((time.perf_counter() - t) / bc.block)
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        out[name].update({"median_step_s": med, "images_per_s": bc.batch / med, "blocks": bc.steps,
+                          "block": bc.block, "warmup": bc.warmup, "all_steps_s": [round(t, 5) for t in ts],
+                          "compile_mode": compile_mode or "eager"})
+    return out
 
 
 def data_path_bench(input_size: int, bc: BenchConfig, device: torch.device) -> dict:
     data = torch.randint(0, 256, (bc.batch * 4, 1, input_size, input_size), dtype=torch.uint8, device=device)
     gen = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(data), device=device)[:bc.batch]
-    ts = _timed(lambda: augment(to_float(data[idx]), AugmentConfig(), gen), bc.warmup, bc.steps, device)
-    med = statistics.median(ts)
+
+    def batches() -> None:
+        for _ in range(bc.block):
+            augment(to_float(data[idx]), AugmentConfig(), gen)
+
+    ts = _timed(batches, bc.warmup, bc.steps, device)
+    med = statistics.median(ts) / bc.block
     return {"median_batch_s": med, "images_per_s": bc.batch / med}
 
 
 def sr_bench(backend: str, bc: BenchConfig, device: torch.device) -> dict:
+    """SR cache build throughput: :func:`build_sr_cache` itself (SR, uint8 rounding, memmap writes)
+    on ``bc.sr_images`` random 48 px images, after a warm-up build of one batch; fp32 and, for the
+    network backends on CUDA, bf16. DIC without ``dic_weights`` uses random weights (same cost)."""
     from fer_study.models.sr import SuperResolver
+    from fer_study.sr_cache import build_sr_cache
 
+    tmp = Path(tempfile.mkdtemp(prefix="fer-bench-sr-"))
+    weights = None
     if backend == "dic":
-        from fer_study.models.dic import DIC, denormalise, normalise
+        weights = bc.dic_weights
+        if weights is None:
+            from fer_study.models.dic import DIC
 
-        torch.manual_seed(0)
-        net = DIC().to(device).eval()  # random weights: same cost as the released ones
-        if bc.dic_weights:
-            net = SuperResolver("dic", bc.dic_weights, bc.sr_size, device).net
-        n = bc.sr_images
-        bs = 8 if device.type == "cuda" else 1
-        x = torch.rand(bs, 1, bc.input_size, bc.input_size, device=device)
-        out = {}
-        for dtype in ((torch.float32, torch.bfloat16) if device.type == "cuda" else (torch.float32,)):
-            def f(dtype=dtype):
-                with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                    denormalise(net(normalise(x)).float())
-            steps = max(1, n // bs)
-            ts = _timed(f, 1, steps, device)
-            out[str(dtype).replace("torch.", "")] = {"images_per_s": bs / statistics.median(ts),
-                                                     "ferplus_35887_minutes": 35887 / (bs / statistics.median(ts)) / 60}
-        return {"backend": "dic", "batch": bs, **out}
-    sr = SuperResolver(backend, out_size=bc.sr_size, device=device)
-    x = torch.randint(0, 256, (64, 1, bc.input_size, bc.input_size), dtype=torch.uint8, device=device)
-    ts = _timed(lambda: sr(x), 1, 5, device)
-    return {"backend": backend, "batch": 64, "images_per_s": 64 / statistics.median(ts)}
+            torch.manual_seed(0)
+            weights = str(tmp / "dic_random.pth")
+            torch.save(DIC().state_dict(), weights)
+    elif backend not in ("bicubic", "bilinear"):
+        raise ValueError(f"bench times dic, bicubic or bilinear, not {backend!r}")
+    net = backend == "dic"
+    precisions = ("fp32", "bf16") if net and device.type == "cuda" else ("fp32",)
+    rng = np.random.default_rng(0)
+    n = bc.sr_images
+    imgs = rng.integers(0, 256, (n, bc.input_size, bc.input_size), dtype=np.uint8)
+    res: dict = {"backend": backend, "batch": bc.sr_batch, "images": n,
+                 "weights": "random (same cost as released)" if net and bc.dic_weights is None else bc.dic_weights}
+    arrays = {}
+    try:
+        for prec in precisions:
+            sr = SuperResolver(backend, weights, bc.sr_size, device, precision=prec)
+            build_sr_cache(imgs[:bc.sr_batch], sr, tmp / f"warm-{prec}", bc.sr_batch, device, progress=False)
+            _sync(device)
+            t = time.perf_counter()
+            arr, _ = build_sr_cache(imgs, sr, tmp / prec, bc.sr_batch, device, progress=False)
+            _sync(device)
+            ips = n / (time.perf_counter() - t)
+            arrays[prec] = np.asarray(arr)
+            res[prec] = {"images_per_s": ips, "ferplus_35887_minutes": 35887 / ips / 60}
+        if len(arrays) == 2:
+            d = np.abs(arrays["fp32"].astype(np.int16) - arrays["bf16"].astype(np.int16))
+            res["bf16_vs_fp32_uint8"] = {"mean_abs": float(d.mean()), "max_abs": int(d.max()),
+                                         "equal_fraction": float((d == 0).mean())}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return res
 
 
 def authors_baseline(bc: BenchConfig, device: torch.device, mcfg: ModelConfig) -> dict:
@@ -195,46 +257,72 @@ def authors_baseline(bc: BenchConfig, device: torch.device, mcfg: ModelConfig) -
 
 
 def run_bench(bc: BenchConfig, device: torch.device, out_dir: str | Path = "results/bench", log=print) -> dict:
+    """All measurements, in the order eager pair, data path, SR cache builds, authors' baseline, then
+    one compiled pair per compile mode. The JSON is rewritten (atomically) after each part with
+    ``complete: false``, so a run stopped by a time limit still leaves what it measured."""
     env = environment(device)
     van = ModelConfig(backbone=bc.backbone, up="bilinear", down="none", stem=bc.stem, ltr_n=bc.ltr_n,
                       sr_size=bc.sr_size)
     nr = ModelConfig(backbone=bc.backbone, up="sr", down="ltr", stem=bc.stem, ltr_n=bc.ltr_n, sr_size=bc.sr_size)
-    res: dict = {"config": bc.__dict__, "env": env, "device": env["device"],
-                 "date": _dt.date.today().isoformat(), "results": {}}
-    modes = [False] + ([True] if bc.compile else [])
-    for comp in modes:
-        tag = "compiled" if comp else "eager"
-        log(f"train step: vanilla, {tag}")
-        res["results"][f"vanilla_{tag}"] = train_step_bench(van, bc.input_size, bc, device, comp)
-        log(f"train step: neural resizer (SR cached), {tag}")
-        res["results"][f"nr_{tag}"] = train_step_bench(nr, bc.sr_size, bc, device, comp)
+    pair = {"vanilla": (van, bc.input_size), "nr": (nr, bc.sr_size)}
+    res: dict = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(bc).items()},
+                 "env": env, "device": env["device"], "date": _dt.date.today().isoformat(), "results": {},
+                 "complete": False}
+    stem = f"{_slug(env['device'])}-{res['date']}"
+    out_dir = Path(out_dir)
+
+    def save() -> None:
+        res["ratios"] = ratios(res["results"])
+        write_json(out_dir / f"{stem}.json", res)
+        write_text(out_dir / f"{stem}.md", to_markdown(res))
+
+    log("train steps: vanilla and neural resizer (SR cached), eager, interleaved")
+    for k, v in train_steps_bench(pair, bc, device, None).items():
+        res["results"][f"{k}_eager"] = v
+    save()
     log("data path alone")
     res["results"]["data_path_sr"] = data_path_bench(bc.sr_size, bc, device)
     res["results"]["data_path_raw"] = data_path_bench(bc.input_size, bc, device)
     for b in bc.sr_backends:
         log(f"SR cache build: {b}")
         res["results"][f"sr_{b}"] = sr_bench(b, bc, device)
+        save()
     if bc.baseline:
         log("authors'-style baseline (PNG + DataLoader + torchvision, eager fp32)")
         res["results"]["authors_baseline"] = authors_baseline(bc, device, nr)
-    r = res["results"]
-    best_nr = max((r[k] for k in r if k.startswith("nr_")), key=lambda d: d["images_per_s"])
-    ratios = {
-        "nr_over_vanilla_step_time_eager": r["nr_eager"]["median_step_s"] / r["vanilla_eager"]["median_step_s"],
-        "data_path_fraction_of_nr_step": r["data_path_sr"]["median_batch_s"] / r["nr_eager"]["median_step_s"],
-    }
-    if bc.compile:
-        ratios["compile_speedup_nr"] = r["nr_eager"]["median_step_s"] / r["nr_compiled"]["median_step_s"]
-    if bc.baseline:
-        ratios["ours_best_nr_over_authors_baseline"] = best_nr["images_per_s"] / r["authors_baseline"]["images_per_s"]
-    res["ratios"] = {k: round(v, 4) for k, v in ratios.items()}
-    stem = f"{_slug(env['device'])}-{res['date']}"
-    out_dir = Path(out_dir)
-    write_json(out_dir / f"{stem}.json", res)
-    write_text(out_dir / f"{stem}.md", to_markdown(res))
+        save()
+    for mode in bc.compile_modes:
+        log(f"train steps: vanilla and neural resizer, torch.compile(mode={mode!r}), interleaved")
+        for k, v in train_steps_bench(pair, bc, device, mode).items():
+            res["results"][f"{k}_compiled_{mode}"] = v
+        save()
+    res["complete"] = True
+    save()
     log(to_markdown(res))
     log(f"written: {out_dir / stem}.json and .md")
     return res
+
+
+def ratios(r: dict) -> dict[str, float]:
+    """The issue's ratios from whatever has been measured so far."""
+    out: dict[str, float] = {}
+    if "nr_eager" in r and "vanilla_eager" in r:
+        out["nr_over_vanilla_step_time_eager"] = r["nr_eager"]["median_step_s"] / r["vanilla_eager"]["median_step_s"]
+    if "data_path_sr" in r and "nr_eager" in r:
+        out["data_path_fraction_of_nr_step"] = r["data_path_sr"]["median_batch_s"] / r["nr_eager"]["median_step_s"]
+    nrs = {k: v for k, v in r.items() if k.startswith("nr_")}
+    for k, v in nrs.items():
+        if k != "nr_eager" and "nr_eager" in r:
+            mode = k.removeprefix("nr_compiled_")
+            out[f"compile_speedup_nr_{mode}"] = r["nr_eager"]["median_step_s"] / v["median_step_s"]
+            van = r.get(f"vanilla_compiled_{mode}")
+            if van:
+                out[f"nr_over_vanilla_step_time_compiled_{mode}"] = v["median_step_s"] / van["median_step_s"]
+    if nrs:
+        out["best_nr_images_per_s"] = max(v["images_per_s"] for v in nrs.values())
+        if "authors_baseline" in r:
+            out["ours_best_nr_over_authors_baseline"] = out["best_nr_images_per_s"] / r["authors_baseline"]["images_per_s"]
+    return {k: round(v, 4) for k, v in out.items()}
 
 
 def _slug(s: str) -> str:
@@ -243,24 +331,31 @@ def _slug(s: str) -> str:
 
 def to_markdown(res: dict) -> str:
     bc, r = res["config"], res["results"]
-    lines = [f"# Benchmark: {res['device']} ({res['date']})", "",
+    state = "" if res.get("complete", True) else " (INCOMPLETE: the run stopped before its last part)"
+    lines = [f"# Benchmark: {res['device']} ({res['date']}){state}", "",
              f"backbone `{bc['backbone']}`, batch {bc['batch']}, input {bc['input_size']} px, SR cache {bc['sr_size']} px, "
-             f"amp={bc['amp']} (bf16 on CUDA only), median of {bc['steps']} steps after {bc['warmup']} warm-up; "
+             f"amp={bc['amp']} (bf16 on CUDA only); train steps: median of {bc['steps']} timed blocks of "
+             f"{bc.get('block', 1)} step(s) after {bc['warmup']} warm-up, models interleaved; "
              f"torch {res['env']['torch']}, git {res['env']['git_sha'][:12]}", "",
-             "| measurement | images/s | median s | peak MB |", "|---|---|---|---|"]
+             "| measurement | images/s | median s | peak MB | warm-up s |", "|---|---|---|---|---|"]
     for k, v in r.items():
         if "median_step_s" in v:
-            lines.append(f"| train step {k} | {v['images_per_s']:.1f} | {v['median_step_s']:.4f} | {v['peak_mem_mb']} |")
+            lines.append(f"| train step {k} | {v['images_per_s']:.1f} | {v['median_step_s']:.4f} | {v['peak_mem_mb']} "
+                         f"| {v.get('warmup_s', '')} |")
         elif "median_batch_s" in v:
-            lines.append(f"| {k} (batch, on-device augmentation) | {v['images_per_s']:.1f} | {v['median_batch_s']:.4f} | |")
-        elif k.startswith("sr_") and "images_per_s" in v:
-            lines.append(f"| SR cache build {v['backend']} | {v['images_per_s']:.1f} | | |")
+            lines.append(f"| {k} (batch, on-device augmentation) | {v['images_per_s']:.1f} | {v['median_batch_s']:.4f} "
+                         "| | |")
         elif k.startswith("sr_"):
-            for dt, d in v.items():
-                if isinstance(d, dict):
-                    lines.append(f"| SR cache build dic {dt} (all FERPlus: {d['ferplus_35887_minutes']:.1f} min) | "
-                                 f"{d['images_per_s']:.2f} | | |")
+            for prec in ("fp32", "bf16"):
+                if prec in v:
+                    d = v[prec]
+                    lines.append(f"| SR cache build {v['backend']} {prec} (all FERPlus: "
+                                 f"{d['ferplus_35887_minutes']:.2f} min) | {d['images_per_s']:.1f} | | | |")
+            if "bf16_vs_fp32_uint8" in v:
+                q = v["bf16_vs_fp32_uint8"]
+                lines.append(f"| SR {v['backend']} bf16 vs fp32 cache (uint8): mean abs {q['mean_abs']:.3f}, "
+                             f"max {q['max_abs']}, equal {q['equal_fraction']:.3f} | | | | |")
         elif k == "authors_baseline":
-            lines.append(f"| authors'-style baseline (PNG+DataLoader+torchvision, fp32) | {v['images_per_s']:.1f} | | |")
-    lines += ["", "Ratios: " + ", ".join(f"{k} = {v}" for k, v in res["ratios"].items())]
+            lines.append(f"| authors'-style baseline (PNG+DataLoader+torchvision, fp32) | {v['images_per_s']:.1f} | | | |")
+    lines += ["", "Ratios: " + ", ".join(f"{k} = {v}" for k, v in res.get("ratios", {}).items())]
     return "\n".join(lines) + "\n"

@@ -271,11 +271,14 @@ def _cmd_bench(a: argparse.Namespace) -> int:
     from fer_study.bench import BenchConfig, run_bench
     from fer_study.engine import select_device
 
+    dev = select_device(a.device)
+    modes = tuple(a.compile_modes or (["default"] if a.compile else []))
+    block = a.block if a.block is not None else (5 if dev.type == "cuda" else 1)
     bc = BenchConfig(backbone=a.backbone, batch=a.batch, sr_size=a.sr_size, warmup=a.warmup, steps=a.steps,
-                     compile=a.compile, amp=not a.no_amp, baseline=not a.no_baseline,
+                     block=block, compile_modes=modes, amp=not a.no_amp, baseline=not a.no_baseline,
                      baseline_images=a.baseline_images, sr_backends=tuple(a.sr_backends), sr_images=a.sr_images,
-                     dic_weights=a.dic_weights, stem=a.stem, ltr_n=a.ltr_n)
-    run_bench(bc, select_device(a.device), a.out)
+                     sr_batch=a.sr_batch, dic_weights=a.dic_weights, stem=a.stem, ltr_n=a.ltr_n)
+    run_bench(bc, dev, a.out)
     return 0
 
 
@@ -390,13 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--batch", type=int, default=64)
     be.add_argument("--sr-size", type=int, default=384, help="size of the cached SR images")
     be.add_argument("--warmup", type=int, default=3)
-    be.add_argument("--steps", type=int, default=10)
-    be.add_argument("--compile", action="store_true", help="also time torch.compile")
+    be.add_argument("--steps", type=int, default=10, help="timed blocks per pipeline (the median is reported)")
+    be.add_argument("--block", type=int, help="training steps per timed block (default: 5 on CUDA, 1 on CPU)")
+    be.add_argument("--compile", action="store_true", help="also time torch.compile (mode 'default')")
+    be.add_argument("--compile-modes", nargs="+", metavar="MODE",
+                    help="torch.compile modes to time besides eager (default, reduce-overhead, ...)")
     be.add_argument("--no-amp", action="store_true", help="fp32 on CUDA (bf16 autocast otherwise)")
     be.add_argument("--no-baseline", action="store_true", help="skip the authors'-style PNG/DataLoader baseline")
     be.add_argument("--baseline-images", type=int, default=256)
     be.add_argument("--sr-backends", nargs="+", default=["bicubic"], help="SR cache build timings (bicubic, dic)")
     be.add_argument("--sr-images", type=int, default=64, help="images timed per SR backend")
+    be.add_argument("--sr-batch", type=int, default=32, help="SR cache build batch size")
     be.add_argument("--dic-weights", help="time DIC with these weights (random weights cost the same)")
     be.add_argument("--stem", default="patch", choices=["patch", "conv"])
     be.add_argument("--ltr-n", type=int, default=16)

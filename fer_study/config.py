@@ -11,6 +11,8 @@ from fer_study.models.classifier import ModelConfig
 
 #: Keys that do not change a run's result (excluded from the run id).
 NON_RESULT_KEYS = ("device", "progress", "runs_dir", "cache_dir", "compile", "num_workers")
+# keys added after runs existed: hashed only when they differ from this value, so old run ids stay valid
+LATER_KEYS = {"sr_precision": "fp32"}
 
 
 @dataclass
@@ -24,6 +26,7 @@ class TrainConfig:
     # f_sr (frozen, cached)
     sr_backend: str = "dic"
     sr_weights: str | None = None
+    sr_precision: str = "fp32"  # fp32 | bf16 (autocast while building the SR cache; part of its key)
     # model
     model: ModelConfig = field(default_factory=ModelConfig)
     # loss
@@ -67,6 +70,9 @@ class TrainConfig:
         d = self.to_dict()
         for k in NON_RESULT_KEYS:
             d.pop(k, None)
+        for k, default in LATER_KEYS.items():
+            if d.get(k) == default:
+                d.pop(k)
         h = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
         m = self.model
         stn = "-stn" if m.stn else ""

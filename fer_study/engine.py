@@ -131,7 +131,7 @@ def make_prior(cfg: TrainConfig, train: FERSplit) -> np.ndarray:
 def make_sr(cfg: TrainConfig, device: torch.device):
     from fer_study.models.sr import SuperResolver
 
-    return SuperResolver(cfg.sr_backend, cfg.sr_weights, cfg.model.sr_size, device)
+    return SuperResolver(cfg.sr_backend, cfg.sr_weights, cfg.model.sr_size, device, precision=cfg.sr_precision)
 
 
 def model_inputs(cfg: TrainConfig, splits: dict[str, FERSplit], device: torch.device,

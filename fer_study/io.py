@@ -58,7 +58,8 @@ def _json_default(o: Any) -> Any:
 
 
 def git_sha(cwd: str | Path | None = None) -> str:
-    """The current commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    """The current commit (with ``-dirty`` when the tree has changes); without a git checkout (a copy
+    of the tree on another machine) the value of ``FER_STUDY_GIT_SHA``, else ``unknown``."""
     cwd = cwd or Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
@@ -67,7 +68,7 @@ def git_sha(cwd: str | Path | None = None) -> str:
                                capture_output=True, text=True, check=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("FER_STUDY_GIT_SHA", "unknown")
 
 
 def device_name(device: Any = None) -> str:

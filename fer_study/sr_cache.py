@@ -55,6 +55,8 @@ def build_sr_cache(images: np.ndarray, sr: SuperResolver, cache_dir: str | Path,
         start = meta["done"]
         bar = tqdm(total=n, initial=start, desc=f"SR cache {sr.backend} {label}".strip(), unit="img",
                    disable=not progress)
+        prev_bench = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = torch.device(device).type == "cuda"  # fixed shapes: autotune the convs
         with torch.no_grad():
             for s in range(start, n, batch_size):
                 e = min(n, s + batch_size)
@@ -67,6 +69,7 @@ def build_sr_cache(images: np.ndarray, sr: SuperResolver, cache_dir: str | Path,
                 bar.update(e - s)
                 if stop_after is not None and e >= stop_after:
                     break
+        torch.backends.cudnn.benchmark = prev_bench
         bar.close()
         del out
     return np.load(npy, mmap_mode="r"), meta

@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
-# Prepared GPU check (issue 6): needs a CUDA machine with PyTorch, timm and this package's deps;
-# no network. Runs the CUDA tests, then the benchmark (swin_s, batch 64, 48 -> 384 -> 224, SR cached,
-# eager and torch.compile, authors'-style baseline, DIC cache-build speed). Writes JSON/MD into $1.
-# Budget: under 8 minutes. Usage: bash scripts/gpu_check.sh OUTDIR
+# Prepared GPU check (issue 6). Needs a CUDA machine with PyTorch and timm (numpy, pandas, pillow,
+# tqdm, pytest); no network, no install: the package is used from this checkout (PYTHONPATH).
+# 1. the CUDA tests (tests/test_gpu.py) and the augmentation tests;
+# 2. `fer-study bench` on the issue's configuration: swin_s, batch 64, 48 -> 384 (SR cached) -> 224,
+#    vanilla vs Neural Resizer interleaved, eager then torch.compile (default, reduce-overhead),
+#    the on-device data path, SR cache build (bicubic; DIC fp32 and bf16), the authors'-style baseline.
+# The bench rewrites its JSON after every part, so a time limit still leaves what was measured.
+# Budget: under 8 minutes. Usage: bash scripts/gpu_check.sh OUTDIR   (FER_STUDY_GIT_SHA: the commit,
+# for a copy of the tree without .git; BENCH_TIMEOUT: seconds for the bench, default 380)
 set -uo pipefail
 OUT=${1:?usage: gpu_check.sh OUTDIR}
 mkdir -p "$OUT"
-export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-PY=${PYTHON:-python3}
 cd "$(dirname "$0")/.."
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-timeout 150 $PY -m pytest -q tests/test_gpu.py tests/test_losses.py tests/test_models.py -x 2>&1 | tail -5 | tee "$OUT/tests.txt"
-timeout 300 $PY -m fer_study.cli bench --device cuda --backbone swin_s --batch 64 --sr-size 384 --steps 20 \
-  --warmup 5 --compile --sr-backends bicubic dic --sr-images 64 --baseline-images 512 --out "$OUT" 2>&1 | tail -30
-echo "gpu_check done: $(ls "$OUT")"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PYTHON:-python3}
+t0=$(date +%s)
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  $PY -c "import sys, torch, timm, numpy; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'timm', timm.__version__, 'numpy', numpy.__version__, 'gpu', torch.cuda.get_device_name(0))"
+  nproc
+} 2>&1 | tee "$OUT/gpu.txt"
+timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_tensors.py 2>&1 | tail -15 | tee "$OUT/tests.txt"
+echo "tests done at +$(( $(date +%s) - t0 )) s"
+timeout "${BENCH_TIMEOUT:-380}" $PY -m fer_study.cli bench --device cuda --backbone swin_s --batch 64 --sr-size 384 \
+  --warmup 3 --steps 10 --block 5 --compile-modes default reduce-overhead --sr-backends bicubic dic \
+  --sr-images 256 --sr-batch 32 --baseline-images 512 --out "$OUT" 2>&1 | tee "$OUT/bench_log.txt" | tail -40
+echo "gpu_check done at +$(( $(date +%s) - t0 )) s: $(ls "$OUT")"

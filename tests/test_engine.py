@@ -31,6 +31,11 @@ def test_run_id_ignores_execution_keys_and_tracks_result_keys(synth_root, tmp_pa
     a = _cfg(synth_root, tmp_path)
     assert a.run_id() == _cfg(synth_root, tmp_path, device="cpu", progress=True).run_id()
     assert a.run_id() != _cfg(synth_root, tmp_path, seed=5).run_id()
+    assert a.run_id() != _cfg(synth_root, tmp_path, sr_precision="bf16").run_id()
+    # a key added later is hashed only away from its default, so earlier run ids stay valid
+    d = a.to_dict()
+    d.pop("sr_precision")
+    assert TrainConfig.from_dict(d).run_id() == a.run_id()
     assert TrainConfig.from_dict(json.loads(json.dumps(a.to_dict()))).run_id() == a.run_id()
     with pytest.raises(KeyError):
         make_config("demo", ["no_such_key=1"])

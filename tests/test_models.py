@@ -117,6 +117,7 @@ def test_dic_backend_needs_weights_and_loads_them(dic, tmp_path):
 
 
 def test_spandrel_backend_with_local_checkpoint(tmp_path):
+    pytest.importorskip("spandrel")
     from spandrel.architectures.ESRGAN import ESRGAN
 
     torch.save(ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=4).state_dict(), tmp_path / "esr.pth")
@@ -145,6 +146,14 @@ def test_sr_cache_round_trip_resume_and_invalidation(tmp_path, synth_root):
     ka = build_sr_cache(imgs, SuperResolver("facesr", tmp_path / "a.pt", 96), tmp_path, progress=False)[1]["key"]
     kb = build_sr_cache(imgs, SuperResolver("facesr", tmp_path / "b.pt", 96), tmp_path, progress=False)[1]["key"]
     assert ka != kb
+    # bf16 is another entry, close to fp32; fp32 keys carry no precision field (old entries stay valid)
+    a32, ma = build_sr_cache(imgs, SuperResolver("facesr", tmp_path / "a.pt", 96), tmp_path, progress=False)
+    a16, m16 = build_sr_cache(imgs, SuperResolver("facesr", tmp_path / "a.pt", 96, precision="bf16"), tmp_path,
+                              progress=False)
+    assert m16["key"] != ma["key"] and m16["precision"] == "bf16" and "precision" not in ma
+    assert np.abs(a16.astype(int) - a32.astype(int)).mean() < 2.0
+    with pytest.raises(ValueError, match="precision"):
+        SuperResolver("bicubic", precision="fp16")
 
 
 # ---- STN, backbones, the composed model -----------------------------------------------------

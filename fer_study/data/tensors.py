@@ -99,32 +99,31 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
 def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """Augment a float batch (B, C, H, W) in [0, 1] on its device; deterministic given ``generator``.
 
-    All random draws come from ``generator`` (a CPU generator, so results do not depend on the
-    device) and geometry is applied in one ``grid_sample`` (bilinear, zero padding, like
+    All random draws come from ``generator`` (a CPU generator, so the draws do not depend on the
+    device; on CUDA they travel in one pinned non-blocking copy, so the step never waits for the GPU)
+    and geometry is applied in one ``grid_sample`` (bilinear, zero padding, like
     torchvision's RandomRotation/RandomAffine).
     """
     b = x.shape[0]
     r = torch.rand(b, 6, generator=generator)
-    flip = torch.where(r[:, 0] < cfg.hflip, -1.0, 1.0)
-    angle = (r[:, 1] * 2 - 1) * cfg.rotation + (r[:, 2] * 2 - 1) * cfg.affine_rotation
-    scale = cfg.scale[0] + r[:, 3] * (cfg.scale[1] - cfg.scale[0])
-    theta_needed = bool((flip < 0).any() or cfg.rotation or cfg.affine_rotation or cfg.scale != (1.0, 1.0))
+    flip_any = bool((r[:, 0] < cfg.hflip).any())  # decided on the host: no device sync
+    theta_needed = flip_any or bool(cfg.rotation or cfg.affine_rotation or cfg.scale != (1.0, 1.0))
+    if x.device.type == "cuda":  # one small pinned, asynchronous copy; the rest is computed on the GPU
+        r = r.pin_memory().to(x.device, non_blocking=True)
+    r = r.to(device=x.device, dtype=torch.float32)
     if theta_needed:
-        a = angle * math.pi / 180.0
+        flip = torch.where(r[:, 0] < cfg.hflip, -1.0, 1.0)
+        angle = (r[:, 1] * 2 - 1) * cfg.rotation + (r[:, 2] * 2 - 1) * cfg.affine_rotation
+        scale = cfg.scale[0] + r[:, 3] * (cfg.scale[1] - cfg.scale[0])
+        a = angle * (math.pi / 180.0)
         cos, sin = torch.cos(a) / scale, torch.sin(a) / scale
-        theta = torch.zeros(b, 2, 3)
-        theta[:, 0, 0] = cos * flip
-        theta[:, 0, 1] = -sin
-        theta[:, 1, 0] = sin * flip
-        theta[:, 1, 1] = cos
-        theta = theta.to(device=x.device, dtype=x.dtype)
+        theta = torch.stack([torch.stack([cos * flip, -sin, torch.zeros_like(cos)], 1),
+                             torch.stack([sin * flip, cos, torch.zeros_like(cos)], 1)], 1).to(x.dtype)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if cfg.brightness or cfg.contrast:
-        bf = 1.0 + (r[:, 4] * 2 - 1) * cfg.brightness
-        cf = 1.0 + (r[:, 5] * 2 - 1) * cfg.contrast
-        bf = bf.to(x.device, x.dtype).view(b, 1, 1, 1)
-        cf = cf.to(x.device, x.dtype).view(b, 1, 1, 1)
+        bf = (1.0 + (r[:, 4] * 2 - 1) * cfg.brightness).to(x.dtype).view(b, 1, 1, 1)
+        cf = (1.0 + (r[:, 5] * 2 - 1) * cfg.contrast).to(x.dtype).view(b, 1, 1, 1)
         x = (x * bf).clamp(0, 1)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         x = ((x - mean) * cf + mean).clamp(0, 1)

@@ -9,6 +9,10 @@ g_theta= r x [Conv3x3-BN-LeakyReLU-Conv3x3-BN, + skip] - Conv3x3-BN (+ the resiz
 
 Every convolution has a bias (as in the authors' PyTorch port): 12,083 trainable parameters with
 the defaults (C=3, n=16, r=1); the Keras reference omits the 3x3 biases (12,035).
+
+Speed: the module is meant to run in channels_last memory (``NeuralResizerClassifier.cnn_channels_last_``);
+on a 2-core CPU a training step of it at 8 x 3 x 384^2 -> 224^2 takes about 0.58 s channels_last vs
+1.10 s NCHW, BatchNorm included (PyTorch's channels_last BatchNorm kernel is used as is).
 """
 
 from __future__ import annotations
@@ -18,22 +22,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-class BatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm that runs on NCHW memory on the CPU (PyTorch's CPU kernel is ~3x slower on
-    channels_last input here, while the convolutions are ~2x faster on it); same parameters and
-    state_dict as ``nn.BatchNorm2d``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu" and x.dim() == 4 and not x.is_contiguous():
-            return super().forward(x.contiguous()).contiguous(memory_format=torch.channels_last)
-        return super().forward(x)
-
-
 class _Res(nn.Module):
     def __init__(self, n: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(n, n, 3, padding=1), BatchNorm2d(n), nn.LeakyReLU(0.2, inplace=True),
-                                  nn.Conv2d(n, n, 3, padding=1), BatchNorm2d(n))
+        self.body = nn.Sequential(nn.Conv2d(n, n, 3, padding=1), nn.BatchNorm2d(n), nn.LeakyReLU(0.2, inplace=True),
+                                  nn.Conv2d(n, n, 3, padding=1), nn.BatchNorm2d(n))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -46,9 +39,9 @@ class LearnToResize(nn.Module):
         super().__init__()
         self.out_size = out_size
         self.g_phi = nn.Sequential(nn.Conv2d(in_channels, n, 7, padding=3), nn.LeakyReLU(0.2, inplace=True),
-                                   nn.Conv2d(n, n, 1), nn.LeakyReLU(0.2, inplace=True), BatchNorm2d(n))
+                                   nn.Conv2d(n, n, 1), nn.LeakyReLU(0.2, inplace=True), nn.BatchNorm2d(n))
         self.res = nn.Sequential(*[_Res(n) for _ in range(r)])
-        self.post = nn.Sequential(nn.Conv2d(n, n, 3, padding=1), BatchNorm2d(n))
+        self.post = nn.Sequential(nn.Conv2d(n, n, 3, padding=1), nn.BatchNorm2d(n))
         self.out = nn.Conv2d(n, in_channels, 7, padding=3)
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:

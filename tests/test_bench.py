@@ -1,0 +1,60 @@
+"""``fer-study bench`` on a tiny configuration: it runs here, writes its JSON/MD, and leaves partial
+results when a later part fails. Speed itself is never asserted (benchmarks measure it)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fer_study import bench
+from fer_study.bench import BenchConfig, ratios, run_bench
+
+
+def _tiny(**over) -> BenchConfig:
+    base = dict(backbone="tiny_vit", batch=2, sr_size=64, input_size=8, warmup=1, steps=3, stem="conv", ltr_n=4,
+                baseline_images=6, sr_backends=("bicubic", "dic"), sr_images=2, sr_batch=2)
+    base.update(over)
+    return BenchConfig(**base)
+
+
+def test_bench_runs_and_writes_results(tmp_path):
+    res = run_bench(_tiny(), torch.device("cpu"), tmp_path, log=lambda *_: None)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2 and files[0].endswith(".json") and files[1].endswith(".md")
+    saved = json.loads((tmp_path / files[0]).read_text())
+    assert saved["complete"] is True and saved["ratios"] == res["ratios"]
+    r = saved["results"]
+    for k in ("vanilla_eager", "nr_eager"):
+        assert len(r[k]["all_steps_s"]) == 3 and r[k]["images_per_s"] > 0 and r[k]["compile_mode"] == "eager"
+    assert r["sr_dic"]["fp32"]["images_per_s"] > 0 and "bf16" not in r["sr_dic"]  # bf16 timed on CUDA only
+    assert r["authors_baseline"]["images_timed"] == 10  # 2 epochs x 3 batches of 2; the first is not timed
+    assert saved["ratios"]["nr_over_vanilla_step_time_eager"] == pytest.approx(
+        r["nr_eager"]["median_step_s"] / r["vanilla_eager"]["median_step_s"], rel=1e-3)
+    assert "INCOMPLETE" not in (tmp_path / files[1]).read_text()
+
+
+def test_bench_keeps_partial_results_when_a_part_fails(tmp_path, monkeypatch):
+    def boom(*_a, **_k):
+        raise RuntimeError("baseline failed")
+
+    monkeypatch.setattr(bench, "authors_baseline", boom)
+    with pytest.raises(RuntimeError, match="baseline failed"):
+        run_bench(_tiny(sr_backends=("bicubic",)), torch.device("cpu"), tmp_path, log=lambda *_: None)
+    saved = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert saved["complete"] is False and {"vanilla_eager", "nr_eager", "sr_bicubic"} <= set(saved["results"])
+    assert "INCOMPLETE" in next(tmp_path.glob("*.md")).read_text()
+
+
+def test_ratios_from_partial_and_compiled_results():
+    r = {"vanilla_eager": {"median_step_s": 2.0, "images_per_s": 4.0},
+         "nr_eager": {"median_step_s": 2.5, "images_per_s": 3.2},
+         "vanilla_compiled_default": {"median_step_s": 1.0, "images_per_s": 8.0},
+         "nr_compiled_default": {"median_step_s": 1.25, "images_per_s": 6.4},
+         "data_path_sr": {"median_batch_s": 0.05}, "authors_baseline": {"images_per_s": 1.6}}
+    q = ratios(r)
+    assert q["nr_over_vanilla_step_time_eager"] == 1.25 and q["data_path_fraction_of_nr_step"] == 0.02
+    assert q["compile_speedup_nr_default"] == 2.0 and q["nr_over_vanilla_step_time_compiled_default"] == 1.25
+    assert q["best_nr_images_per_s"] == 6.4 and q["ours_best_nr_over_authors_baseline"] == 4.0
+    assert ratios({"nr_eager": r["nr_eager"]}) == {"best_nr_images_per_s": 3.2}
