@@ -268,8 +268,12 @@ def run_bench(bc: BenchConfig, device: torch.device, out_dir: str | Path = "resu
     res: dict = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(bc).items()},
                  "env": env, "device": env["device"], "date": _dt.date.today().isoformat(), "results": {},
                  "complete": False}
-    stem = f"{_slug(env['device'])}-{res['date']}"
     out_dir = Path(out_dir)
+    stem = base = f"{_slug(env['device'])}-{res['date']}"
+    k = 1
+    while (out_dir / f"{stem}.json").exists():  # never overwrite an earlier run of the same day
+        k += 1
+        stem = f"{base}-{k}"
 
     def save() -> None:
         res["ratios"] = ratios(res["results"])

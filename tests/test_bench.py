@@ -33,6 +33,8 @@ def test_bench_runs_and_writes_results(tmp_path):
     assert saved["ratios"]["nr_over_vanilla_step_time_eager"] == pytest.approx(
         r["nr_eager"]["median_step_s"] / r["vanilla_eager"]["median_step_s"], rel=1e-3)
     assert "INCOMPLETE" not in (tmp_path / files[1]).read_text()
+    run_bench(_tiny(sr_backends=(), baseline=False), torch.device("cpu"), tmp_path, log=lambda *_: None)
+    assert {p.name for p in tmp_path.glob("*.json")} == {files[0], files[0].replace(".json", "-2.json")}
 
 
 def test_bench_keeps_partial_results_when_a_part_fails(tmp_path, monkeypatch):
