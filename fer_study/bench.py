@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fer_study.allocator import tune_cpu_allocator
 from fer_study.data.tensors import AugmentConfig, augment, to_float
 from fer_study.engine import autocast_for
 from fer_study.io import environment, write_json, write_text
@@ -261,6 +262,8 @@ def run_bench(bc: BenchConfig, device: torch.device, out_dir: str | Path = "resu
     one compiled pair per compile mode. The JSON is rewritten (atomically) after each part with
     ``complete: false``, so a run stopped by a time limit still leaves what it measured."""
     env = environment(device)
+    if device.type == "cpu":
+        env["cpu_allocator"] = tune_cpu_allocator()  # see fer_study.allocator; FER_STUDY_MALLOC_TUNING=0 skips it
     van = ModelConfig(backbone=bc.backbone, up="bilinear", down="none", stem=bc.stem, ltr_n=bc.ltr_n,
                       sr_size=bc.sr_size)
     nr = ModelConfig(backbone=bc.backbone, up="sr", down="ltr", stem=bc.stem, ltr_n=bc.ltr_n, sr_size=bc.sr_size)
@@ -340,7 +343,9 @@ def to_markdown(res: dict) -> str:
              f"backbone `{bc['backbone']}`, batch {bc['batch']}, input {bc['input_size']} px, SR cache {bc['sr_size']} px, "
              f"amp={bc['amp']} (bf16 on CUDA only); train steps: median of {bc['steps']} timed blocks of "
              f"{bc.get('block', 1)} step(s) after {bc['warmup']} warm-up, models interleaved; "
-             f"torch {res['env']['torch']}, git {res['env']['git_sha'][:12]}", "",
+             f"torch {res['env']['torch']}, git {res['env']['git_sha'][:12]}"
+             + (f"; CPU allocator tuning (fer_study.allocator): {res['env']['cpu_allocator'].get('applied')}"
+                if "cpu_allocator" in res["env"] else ""), "",
              "| measurement | images/s | median s | peak MB | warm-up s |", "|---|---|---|---|---|"]
     for k, v in r.items():
         if "median_step_s" in v:

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from fer_study.allocator import tune_cpu_allocator
 from fer_study.config import TrainConfig
 from fer_study.data.ferplus import FERSplit, load_ferplus
 from fer_study.data.tensors import AugmentConfig, DeviceData, augment, to_float
@@ -259,6 +260,7 @@ def train(cfg: TrainConfig, force: bool = False, _interrupt_after_epoch: int | N
           _inject_nan_at: tuple[int, int] | None = None) -> Path:
     """Train (or resume, or skip if finished) the run of ``cfg``; returns its run directory."""
     device = select_device(cfg.device)
+    allocator = tune_cpu_allocator() if device.type == "cpu" else {"applied": False, "reason": "not a CPU run"}
     dist = init_dist(device.type)
     run_dir = run_dir_for(cfg)
     if is_finished(run_dir) and not force:
@@ -273,7 +275,7 @@ def train(cfg: TrainConfig, force: bool = False, _interrupt_after_epoch: int | N
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", cfg.to_dict())
         write_json(run_dir / "env.json", {**environment(device), "world_size": dist.world,
-                                          "run_id": cfg.run_id()})
+                                          "run_id": cfg.run_id(), "cpu_allocator": allocator})
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2 ** 32))
     show = cfg.progress and dist.main
