@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from fer_study.allocator import tune_cpu_allocator
 from fer_study.data.tensors import AugmentConfig, augment, to_float
-from fer_study.engine import autocast_for
+from fer_study.engine import amp_active, autocast_for
 from fer_study.io import environment, write_json, write_text
 from fer_study.models.classifier import ModelConfig, NeuralResizerClassifier
 
@@ -262,6 +262,7 @@ def run_bench(bc: BenchConfig, device: torch.device, out_dir: str | Path = "resu
     one compiled pair per compile mode. The JSON is rewritten (atomically) after each part with
     ``complete: false``, so a run stopped by a time limit still leaves what it measured."""
     env = environment(device)
+    env["bf16_autocast"] = amp_active(device, bc.amp)
     if device.type == "cpu":
         env["cpu_allocator"] = tune_cpu_allocator()  # see fer_study.allocator; FER_STUDY_MALLOC_TUNING=0 skips it
     van = ModelConfig(backbone=bc.backbone, up="bilinear", down="none", stem=bc.stem, ltr_n=bc.ltr_n,
@@ -341,7 +342,7 @@ def to_markdown(res: dict) -> str:
     state = "" if res.get("complete", True) else " (INCOMPLETE: the run stopped before its last part)"
     lines = [f"# Benchmark: {res['device']} ({res['date']}){state}", "",
              f"backbone `{bc['backbone']}`, batch {bc['batch']}, input {bc['input_size']} px, SR cache {bc['sr_size']} px, "
-             f"amp={bc['amp']} (bf16 on CUDA only); train steps: median of {bc['steps']} timed blocks of "
+             f"amp={bc['amp']} (bf16 autocast active: {res['env'].get('bf16_autocast')}); train steps: median of {bc['steps']} timed blocks of "
              f"{bc.get('block', 1)} step(s) after {bc['warmup']} warm-up, models interleaved; "
              f"torch {res['env']['torch']}, git {res['env']['git_sha'][:12]}"
              + (f"; CPU allocator tuning (fer_study.allocator): {res['env']['cpu_allocator'].get('applied')}"

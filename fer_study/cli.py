@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--compile", action="store_true", help="also time torch.compile (mode 'default')")
     be.add_argument("--compile-modes", nargs="+", metavar="MODE",
                     help="torch.compile modes to time besides eager (default, reduce-overhead, ...)")
-    be.add_argument("--no-amp", action="store_true", help="fp32 on CUDA (bf16 autocast otherwise)")
+    be.add_argument("--no-amp", action="store_true", help="fp32 throughout (default: bf16 autocast on CUDA and on CPUs with native bf16)")
     be.add_argument("--no-baseline", action="store_true", help="skip the authors'-style PNG/DataLoader baseline")
     be.add_argument("--baseline-images", type=int, default=256)
     be.add_argument("--sr-backends", nargs="+", default=["bicubic"], help="SR cache build timings (bicubic, dic)")

@@ -47,7 +47,7 @@ class TrainConfig:
     seed: int = 1111
     # execution
     device: str = "auto"
-    amp: bool = True  # bf16 autocast on CUDA
+    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (engine.amp_active)
     compile: bool = False
     progress: bool = True
     runs_dir: str = "results/runs"
