@@ -316,6 +316,9 @@ def ratios(r: dict) -> dict[str, float]:
     out: dict[str, float] = {}
     if "nr_eager" in r and "vanilla_eager" in r:
         out["nr_over_vanilla_step_time_eager"] = r["nr_eager"]["median_step_s"] / r["vanilla_eager"]["median_step_s"]
+        a, b = r["nr_eager"].get("all_steps_s", []), r["vanilla_eager"].get("all_steps_s", [])
+        if a and len(a) == len(b):  # median of the per-block ratios of interleaved neighbours: robust to drift
+            out["nr_over_vanilla_paired_median_eager"] = statistics.median(x / y for x, y in zip(a, b))
     if "data_path_sr" in r and "nr_eager" in r:
         out["data_path_fraction_of_nr_step"] = r["data_path_sr"]["median_batch_s"] / r["nr_eager"]["median_step_s"]
     nrs = {k: v for k, v in r.items() if k.startswith("nr_")}

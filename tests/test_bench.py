@@ -50,13 +50,14 @@ def test_bench_keeps_partial_results_when_a_part_fails(tmp_path, monkeypatch):
 
 
 def test_ratios_from_partial_and_compiled_results():
-    r = {"vanilla_eager": {"median_step_s": 2.0, "images_per_s": 4.0},
-         "nr_eager": {"median_step_s": 2.5, "images_per_s": 3.2},
+    r = {"vanilla_eager": {"median_step_s": 2.0, "images_per_s": 4.0, "all_steps_s": [2.0, 4.0, 2.0]},
+         "nr_eager": {"median_step_s": 2.5, "images_per_s": 3.2, "all_steps_s": [2.2, 4.4, 3.0]},
          "vanilla_compiled_default": {"median_step_s": 1.0, "images_per_s": 8.0},
          "nr_compiled_default": {"median_step_s": 1.25, "images_per_s": 6.4},
          "data_path_sr": {"median_batch_s": 0.05}, "authors_baseline": {"images_per_s": 1.6}}
     q = ratios(r)
     assert q["nr_over_vanilla_step_time_eager"] == 1.25 and q["data_path_fraction_of_nr_step"] == 0.02
+    assert q["nr_over_vanilla_paired_median_eager"] == 1.1  # median of 1.1, 1.1, 1.5
     assert q["compile_speedup_nr_default"] == 2.0 and q["nr_over_vanilla_step_time_compiled_default"] == 1.25
     assert q["best_nr_images_per_s"] == 6.4 and q["ours_best_nr_over_authors_baseline"] == 4.0
     assert ratios({"nr_eager": r["nr_eager"]}) == {"best_nr_images_per_s": 3.2}
