@@ -34,7 +34,7 @@ lint: $(STAMP)  ## ruff only
 	$(BIN)/ruff check fer_study tests scripts
 
 bench: $(STAMP)  ## CPU benchmark (results/bench/)
-	$(BIN)/fer-study bench --backbone swin_s --batch 8 --steps 5 --warmup 2 --baseline-images 64
+	$(BIN)/fer-study bench --device cpu --backbone swin_s --batch 8 --steps 10 --warmup 2 --baseline-images 64
 
 clean-demo:  ## remove generated data, caches and run directories (never committed)
 	rm -rf data/synthfer cache results/runs
