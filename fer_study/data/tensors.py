@@ -115,7 +115,7 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> 
         flip = torch.where(r[:, 0] < cfg.hflip, -1.0, 1.0)
         angle = (r[:, 1] * 2 - 1) * cfg.rotation + (r[:, 2] * 2 - 1) * cfg.affine_rotation
         scale = cfg.scale[0] + r[:, 3] * (cfg.scale[1] - cfg.scale[0])
-        a = angle * (math.pi / 180.0)
+        a = angle * math.pi / 180.0
         cos, sin = torch.cos(a) / scale, torch.sin(a) / scale
         theta = torch.stack([torch.stack([cos * flip, -sin, torch.zeros_like(cos)], 1),
                              torch.stack([sin * flip, cos, torch.zeros_like(cos)], 1)], 1).to(x.dtype)
