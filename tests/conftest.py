@@ -4,8 +4,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 
-import os
-from pathlib import Path
+from pathlib import Path  # noqa: E402
 
 import pytest
 
