@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import io
 import os
 import shutil
@@ -183,6 +184,19 @@ def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, steps_per_epoch
     raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
 
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (read once per process; empty where unreadable)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU has bf16 arithmetic instructions (x86 AVX512-BF16 or AMX-BF16, Arm BF16);
     oneDNN then runs bf16 convolutions and matrix products about twice as fast as fp32. Without them
@@ -190,16 +204,7 @@ def cpu_has_native_bf16() -> bool:
     env = os.environ.get("FER_STUDY_CPU_BF16")
     if env in ("0", "1"):
         return env == "1"
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set()
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    flags.update(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def amp_active(device: torch.device, amp: bool) -> bool:

@@ -11,8 +11,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 def test_bf16_nr_training_step_and_sr_frozen():
     from fer_study.models import ModelConfig, NeuralResizerClassifier
 
-    m = NeuralResizerClassifier(ModelConfig(backbone="swin_s", up="sr", down="ltr", stn=True)).cuda()
-    m.resizer.to(memory_format=torch.channels_last)
+    m = NeuralResizerClassifier(ModelConfig(backbone="swin_s", up="sr", down="ltr", stn=True)).cuda().cnn_channels_last_()
     x = torch.rand(8, 1, 384, 384, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         out = m(x)

@@ -110,7 +110,6 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> 
     theta_needed = flip_any or bool(cfg.rotation or cfg.affine_rotation or cfg.scale != (1.0, 1.0))
     if x.device.type == "cuda":  # one small pinned, asynchronous copy; the rest is computed on the GPU
         r = r.pin_memory().to(x.device, non_blocking=True)
-    r = r.to(device=x.device, dtype=torch.float32)
     if theta_needed:
         flip = torch.where(r[:, 0] < cfg.hflip, -1.0, 1.0)
         angle = (r[:, 1] * 2 - 1) * cfg.rotation + (r[:, 2] * 2 - 1) * cfg.affine_rotation
