@@ -57,19 +57,21 @@ def build_sr_cache(images: np.ndarray, sr: SuperResolver, cache_dir: str | Path,
                    disable=not progress)
         prev_bench = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = torch.device(device).type == "cuda"  # fixed shapes: autotune the convs
-        with torch.no_grad():
-            for s in range(start, n, batch_size):
-                e = min(n, s + batch_size)
-                xb = torch.from_numpy(np.ascontiguousarray(x[s:e])).to(device)
-                yb = sr(xb)
-                out[s:e] = (yb * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-                out.flush()
-                meta["done"] = e
-                write_json(meta_p, meta)
-                bar.update(e - s)
-                if stop_after is not None and e >= stop_after:
-                    break
-        torch.backends.cudnn.benchmark = prev_bench
+        try:
+            with torch.no_grad():
+                for s in range(start, n, batch_size):
+                    e = min(n, s + batch_size)
+                    xb = torch.from_numpy(np.ascontiguousarray(x[s:e])).to(device)
+                    yb = sr(xb)
+                    out[s:e] = (yb * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+                    out.flush()
+                    meta["done"] = e
+                    write_json(meta_p, meta)
+                    bar.update(e - s)
+                    if stop_after is not None and e >= stop_after:
+                        break
+        finally:
+            torch.backends.cudnn.benchmark = prev_bench
         bar.close()
         del out
     return np.load(npy, mmap_mode="r"), meta
