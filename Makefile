@@ -15,20 +15,17 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/python -m ipykernel install --user --name fer-study --display-name "fer-study (Python 3.11)"
+	$(BIN)/python -m ipykernel install --sys-prefix --name fer-study --display-name "fer-study (Python 3.11)"
 	-$(BIN)/nbdime config-git --enable
 	touch $(STAMP)
 
 demo: $(STAMP)  ## run the whole study on the embedded SynthFER data set (CPU-sized)
 	$(BIN)/fer-study demo
 
-NBVAL := notebooks/00_data.ipynb notebooks/01_train.ipynb notebooks/02_table1_backbones.ipynb \
-         notebooks/03_table2_ablation.ipynb notebooks/04_table3_losses.ipynb notebooks/05_table4_sota.ipynb
-
 test: $(STAMP)  ## ruff + pytest (unit tests and nbval notebook regression)
 	$(BIN)/ruff check fer_study tests scripts
 	FER_STUDY_TABLES_DIR=$$(mktemp -d) $(BIN)/python -m pytest -q tests --nbval-lax \
-	  --nbval-sanitize-with tests/nbval_sanitize.cfg $(NBVAL)
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg $$($(BIN)/python -m fer_study.tables --nbval)
 
 lint: $(STAMP)  ## ruff only
 	$(BIN)/ruff check fer_study tests scripts

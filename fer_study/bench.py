@@ -3,6 +3,11 @@ the SR cache (same backbone and batch), eager vs ``torch.compile``, the on-devic
 SR cache build throughput per backend, peak memory, and an authors'-style baseline (SR images
 decoded from PNG files by a standard DataLoader with torchvision transforms, eager fp32).
 
+The timed training step is the engine's own, :func:`fer_study.training.step.train_step`, built by
+:func:`~fer_study.training.step.build_step_parts` from the ``profile`` (``paper``: F-PDLS with the
+PSR prior, Adam, the authors' augmentation) with ``overrides``; only the model fields come from
+:class:`BenchConfig`. The JSON records which loss, optimiser and augmentation were timed.
+
 Timing: median of repeated timed steps after warm-up, synchronised on CUDA. Results go to
 ``results/bench/<device>-<date>.json`` and ``.md``. Speed is measured here, never in unit tests.
 """
@@ -16,18 +21,22 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fer_study.allocator import tune_cpu_allocator
-from fer_study.data.tensors import AugmentConfig, augment, to_float
-from fer_study.engine import amp_active, autocast_for
+from fer_study.config import TrainConfig, make_config
+from fer_study.data.tensors import AUGMENTS, augment, to_float
 from fer_study.io import environment, write_json, write_text
 from fer_study.models.classifier import ModelConfig, NeuralResizerClassifier
+from fer_study.training import step as engine_step
+from fer_study.training.data import make_prior
+from fer_study.training.precision import amp_active
 
 
 @dataclass
@@ -49,6 +58,45 @@ class BenchConfig:
     dic_weights: str | None = None
     stem: str = "patch"
     ltr_n: int = 16
+    stn: bool = False  # the paper's model has an STN; the bench times the pipelines without it by default
+    profile: str = "paper"  # the run configuration whose step (loss, optimiser, augmentation) is timed
+    overrides: tuple[str, ...] = ()  # key=value on top of the profile (model fields above win)
+
+
+def bench_train_config(bc: BenchConfig, model: ModelConfig | None = None) -> TrainConfig:
+    """The run configuration whose training step is timed: ``bc.profile`` with ``bc.overrides``,
+    the model fields of ``bc`` (random weights: the same cost as pretrained ones), ``bc.amp`` and
+    ``bc.batch``; ``model`` replaces the model when given."""
+    cfg = make_config(bc.profile, list(bc.overrides))
+    if model is None:
+        model = replace(cfg.model, backbone=bc.backbone, stem=bc.stem, ltr_n=bc.ltr_n, sr_size=bc.sr_size,
+                        stn=bc.stn, pretrained=False, checkpoint=None)
+    return replace(cfg, model=model, amp=bc.amp, batch_size=bc.batch)
+
+
+def pipeline_models(bc: BenchConfig) -> dict[str, ModelConfig]:
+    """The two pipelines compared: vanilla (48 px bilinear up to the backbone) and the Neural
+    Resizer reading the SR cache (``up=sr``, ``down=ltr``)."""
+    m = bench_train_config(bc).model
+    return {"vanilla": replace(m, up="bilinear", down="none"), "nr": replace(m, up="sr", down="ltr")}
+
+
+def timed_step_record(bc: BenchConfig) -> dict[str, Any]:
+    """What the timed step runs, for the JSON: the function and the run settings it was built from."""
+    cfg = bench_train_config(bc)
+    return {"function": f"{engine_step.__name__}.train_step", "profile": bc.profile,
+            "overrides": list(bc.overrides), "loss": cfg.loss, "alpha": cfg.alpha, "gamma": cfg.gamma,
+            "prior": cfg.prior if cfg.prior == "psr" else f"{cfg.prior} (uniform stand-in: random bench data)",
+            "label_mode": cfg.label_mode, "optimizer": cfg.optimizer, "lr": cfg.lr,
+            "weight_decay": cfg.weight_decay, "schedule": cfg.schedule, "augment": cfg.augment,
+            "augment_config": asdict(AUGMENTS[cfg.augment])}
+
+
+def _bench_prior(cfg: TrainConfig) -> np.ndarray:
+    if cfg.prior == "votes":  # random data have no votes; a prior of the same shape costs the same
+        k = cfg.model.num_classes
+        return np.full((k, k), 1.0 / k)
+    return make_prior(cfg, None)
 
 
 def _sync(device: torch.device) -> None:
@@ -77,28 +125,27 @@ def _timed(fn, warmup: int, steps: int, device: torch.device) -> list[float]:
 
 def make_train_step(mcfg: ModelConfig, input_size: int, bc: BenchConfig, device: torch.device,
                     compile_mode: str | None) -> Callable[[], None]:
-    """One full training step as the engine runs it: uint8 batch on the device -> on-device
-    augmentation -> (compiled) model under bf16 autocast -> CE -> backward -> fused AdamW."""
+    """One training step exactly as a run's epoch loop runs it: the engine's
+    :func:`fer_study.training.step.train_step` on parts built by ``build_step_parts`` from
+    :func:`bench_train_config` (uint8 batch on the device -> on-device augmentation -> (compiled)
+    model under bf16 autocast when active -> the run's loss -> backward -> the run's optimiser)."""
+    cfg = bench_train_config(bc, mcfg)
     torch.manual_seed(0)
     model = NeuralResizerClassifier(mcfg).to(device).cnn_channels_last_()
-    opt = torch.optim.AdamW(model.parameters(), 1e-4, fused=device.type == "cuda")
     fwd = torch.compile(model, mode=compile_mode) if compile_mode else model
+    parts = engine_step.build_step_parts(cfg, model, fwd, _bench_prior(cfg), device,
+                                         steps_per_epoch=max(1, bc.warmup + bc.steps * bc.block))
+    model.train()
     data = torch.randint(0, 256, (bc.batch * 4, 1, input_size, input_size), dtype=torch.uint8, device=device)
     y = torch.randint(0, mcfg.num_classes, (bc.batch,), device=device)
+    target = y if cfg.label_mode == "majority" else F.one_hot(y, mcfg.num_classes).float()
     gen = torch.Generator().manual_seed(0)
-    aug = AugmentConfig()
     i = [0]
 
     def step() -> None:
         s = (i[0] % 4) * bc.batch
         i[0] += 1
-        x = augment(to_float(data[s:s + bc.batch]), aug, gen)
-        with autocast_for(device, bc.amp):
-            out = fwd(x)
-        loss = F.cross_entropy(out.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        engine_step.train_step(parts, data[s:s + bc.batch], target, gen)
 
     return step
 
@@ -144,13 +191,15 @@ def train_steps_bench(models: dict[str, tuple[ModelConfig, int]], bc: BenchConfi
 
 
 def data_path_bench(input_size: int, bc: BenchConfig, device: torch.device) -> dict:
+    """The step's data path alone: index a uint8 batch, convert, augment with the run's transform."""
+    aug = AUGMENTS[bench_train_config(bc).augment]
     data = torch.randint(0, 256, (bc.batch * 4, 1, input_size, input_size), dtype=torch.uint8, device=device)
     gen = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(data), device=device)[:bc.batch]
 
     def batches() -> None:
         for _ in range(bc.block):
-            augment(to_float(data[idx]), AugmentConfig(), gen)
+            augment(to_float(data[idx]), aug, gen)
 
     ts = _timed(batches, bc.warmup, bc.steps, device)
     med = statistics.median(ts) / bc.block
@@ -265,11 +314,11 @@ def run_bench(bc: BenchConfig, device: torch.device, out_dir: str | Path = "resu
     env["bf16_autocast"] = amp_active(device, bc.amp)
     if device.type == "cpu":
         env["cpu_allocator"] = tune_cpu_allocator()  # see fer_study.allocator; FER_STUDY_MALLOC_TUNING=0 skips it
-    van = ModelConfig(backbone=bc.backbone, up="bilinear", down="none", stem=bc.stem, ltr_n=bc.ltr_n,
-                      sr_size=bc.sr_size)
-    nr = ModelConfig(backbone=bc.backbone, up="sr", down="ltr", stem=bc.stem, ltr_n=bc.ltr_n, sr_size=bc.sr_size)
+    models = pipeline_models(bc)
+    van, nr = models["vanilla"], models["nr"]
     pair = {"vanilla": (van, bc.input_size), "nr": (nr, bc.sr_size)}
     res: dict = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(bc).items()},
+                 "train_step": timed_step_record(bc), "models": {k: asdict(m) for k, m in models.items()},
                  "env": env, "device": env["device"], "date": _dt.date.today().isoformat(), "results": {},
                  "complete": False}
     out_dir = Path(out_dir)
@@ -340,6 +389,15 @@ def _slug(s: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in s.lower()).strip("-").replace("--", "-")[:60]
 
 
+def _step_lines(ts: dict | None) -> list[str]:
+    if not ts:
+        return []
+    over = f" with {', '.join(ts['overrides'])}" if ts["overrides"] else ""
+    return [f"Timed step: `{ts['function']}` (the engine's), profile `{ts['profile']}`{over}: loss `{ts['loss']}` "
+            f"(alpha {ts['alpha']}, gamma {ts['gamma']}, prior {ts['prior']}), optimizer `{ts['optimizer']}` "
+            f"(lr {ts['lr']}, weight decay {ts['weight_decay']}), augmentation `{ts['augment']}`.", ""]
+
+
 def to_markdown(res: dict) -> str:
     bc, r = res["config"], res["results"]
     state = "" if res.get("complete", True) else " (INCOMPLETE: the run stopped before its last part)"
@@ -349,7 +407,7 @@ def to_markdown(res: dict) -> str:
              f"{bc.get('block', 1)} step(s) after {bc['warmup']} warm-up, models interleaved; "
              f"torch {res['env']['torch']}, git {res['env']['git_sha'][:12]}"
              + (f"; CPU allocator tuning (fer_study.allocator): {res['env']['cpu_allocator'].get('applied')}"
-                if "cpu_allocator" in res["env"] else ""), "",
+                if "cpu_allocator" in res["env"] else ""), "", *_step_lines(res.get("train_step")),
              "| measurement | images/s | median s | peak MB | warm-up s |", "|---|---|---|---|---|"]
     for k, v in r.items():
         if "median_step_s" in v:

@@ -73,22 +73,26 @@ def _cmd_data_synth(a: argparse.Namespace) -> int:
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from fer_study.config import apply_overrides, make_config
-    from fer_study.engine import train
+    from fer_study.training import train
 
     cfg = make_config(a.profile, a.set or [])
     if a.config:
-        from fer_study.config import TrainConfig
+        from fer_study.config import read_config  # a missing or bad file: ConfigError naming it
 
-        cfg = apply_overrides(TrainConfig.from_dict(json.loads(Path(a.config).read_text())), a.set or [])
+        cfg = apply_overrides(read_config(a.config), a.set or [])
     d = train(cfg, force=a.force)
     print(f"run directory: {d}")
     return 0
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from fer_study.engine import load_metrics
+    from fer_study.errors import ConfigError
+    from fer_study.runs import Run
 
-    m = load_metrics(a.run)
+    run = Run(Path(a.run))
+    if not run.is_finished():
+        raise ConfigError(f"{a.run} is not a finished run (state: {run.state()}); train it with fer-study train")
+    m = run.metrics()
     c, au = m["protocols"]["clean"], m["protocols"]["authors"]
     tag = " (SynthFER: synthetic data)" if m.get("synthetic") else ""
     print(f"{m['run_id']}{tag}, seed {m['seed']}, n={m['n']}")
@@ -99,52 +103,29 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def _cmd_sr_train(a: argparse.Namespace) -> int:
-    from fer_study.sr_train import folder_pairs, split_pairs, synthfer_pairs, train_facesr
+    from fer_study.study import sr_train
 
-    lr, hr = synthfer_pairs(a.data, 48 * a.scale) if a.folder is None else folder_pairs(a.folder, scale=a.scale)
-    tr, _ = split_pairs(len(lr), a.holdout, a.seed)
     out = Path(a.out)
     if out.exists() and not a.force:
         print(f"{out} exists; use --force to retrain", file=sys.stderr)
         return 1
-    info = train_facesr(lr[tr], hr[tr], out, steps=a.steps, batch_size=a.batch_size, seed=a.seed, nf=a.nf,
-                        blocks=a.blocks)
+    info = sr_train(out, a.data, a.folder, a.scale, a.holdout, a.seed, a.steps, a.batch_size, a.nf, a.blocks)
     print(f"facesr written to {out}: {info}")
     return 0
 
 
 def _cmd_sr_eval(a: argparse.Namespace) -> int:
-    from fer_study.io import environment, write_json, write_text
-    from fer_study.models.sr import SuperResolver
-    from fer_study.sr_train import evaluate_sr, folder_pairs, split_pairs, synthfer_pairs
+    from fer_study.study import sr_eval
 
-    lr, hr = synthfer_pairs(a.data, 48 * a.scale) if a.folder is None else folder_pairs(a.folder, scale=a.scale)
-    _, ho = split_pairs(len(lr), a.holdout, a.seed)
-    size = hr.shape[-1]
-    resolvers = {"bicubic": SuperResolver("bicubic", out_size=size), "bilinear": SuperResolver("bilinear", out_size=size)}
-    for spec in a.model:
-        backend, _, w = spec.partition("=")
-        resolvers[backend if backend not in resolvers else spec] = SuperResolver(backend, w or None, out_size=size)
-    res = evaluate_sr(lr[ho], hr[ho], resolvers)
-    data = "SynthFER (synthetic)" if a.folder is None else str(a.folder)
-    out = {"data": data, "holdout_images": int(len(ho)), "lr_size": int(lr.shape[-1]), "hr_size": int(size),
-           "results": res, "env": environment()}
-    lines = [f"SR evaluation on {len(ho)} held-out images of {data} ({lr.shape[-1]} -> {size})", "",
-             "| method | PSNR (dB) | SSIM |", "|---|---|---|"]
-    lines += [f"| {k} | {v['psnr']:.2f} ± {v['psnr_std']:.2f} | {v['ssim']:.4f} ± {v['ssim_std']:.4f} |"
-              for k, v in res.items()]
-    print("\n".join(lines))
-    if a.out:
-        write_json(Path(a.out).with_suffix(".json"), out)
-        write_text(Path(a.out).with_suffix(".md"), "\n".join(lines) + "\n")
-        print(f"written: {Path(a.out).with_suffix('.json')} and .md")
+    sr_eval(a.model, a.out, a.data, a.folder, a.scale, a.holdout, a.seed)
     return 0
 
 
 def _cmd_sr_cache(a: argparse.Namespace) -> int:
     from fer_study.config import make_config
-    from fer_study.engine import load_splits, make_sr, select_device
     from fer_study.sr_cache import build_sr_cache
+    from fer_study.training.data import load_splits, make_sr
+    from fer_study.training.precision import select_device
 
     cfg = make_config(a.profile, a.set or [])
     dev = select_device(cfg.device)
@@ -171,6 +152,13 @@ def _cmd_model_summary(a: argparse.Namespace) -> int:
     for k, v in s.items():
         print(f"{k:10s} {v['total']:12,d} {v['trainable']:12,d}")
     print(f"{'all':10s} {sum(v['total'] for v in s.values()):12,d} {sum(v['trainable'] for v in s.values()):12,d}")
+    from fer_study.models.backbones import paper_backbone_tags
+
+    tags = paper_backbone_tags()
+    print(f"backbone {cfg.model.backbone}: timm {tags.get(cfg.model.backbone, cfg.model.backbone)}"
+          f"{' (pretrained weights of this tag)' if cfg.model.pretrained else ' (random init)'}")
+    if a.profile == "paper":
+        print("paper backbones (alias -> timm tag): " + ", ".join(f"{k} -> {v}" for k, v in tags.items()))
     return 0
 
 
@@ -187,89 +175,59 @@ def _sr_params(cfg) -> int:
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
-    from fer_study.config import apply_overrides, make_config
-    from fer_study.experiments import run_grid
+    from fer_study.errors import ConfigError
+    from fer_study.runner import run_grid
+    from fer_study.study import DEFAULT_SEEDS
 
-    extra = {}
-    if a.set:
-        apply_overrides(make_config(a.profile), a.set)  # validate the keys
-        extra = dict(o.split("=", 1) for o in a.set)
-    s = run_grid(a.table, a.profile, a.seeds, dry_run=a.dry_run, extra=extra, jobs=a.jobs, devices=a.devices)
-    return 1 if s["failed"] else 0
+    seeds = a.seeds or DEFAULT_SEEDS.get(a.profile, [0])
+    slurm_flags = {"partition": "partition", "gpus_per_run": "gpus_per_run", "nodes": "nodes", "time": "time_min",
+                   "cpus_per_run": "cpus_per_run", "mem_gb": "mem_gb", "array_parallelism": "array_parallelism",
+                   "slurm_setup": "setup", "slurm": "extra", "max_timeouts": "max_timeouts"}
+    given = {dest: getattr(a, flag) for flag, dest in slurm_flags.items() if getattr(a, flag) is not None}
+    if a.status:
+        from fer_study.executors import format_status, grid_status
 
+        print(format_status(grid_status(a.table, a.profile, seeds, a.set or [])))
+        return 0
+    if a.executor == "local":
+        if given or a.wait:
+            flags = [f"--{f.replace('_', '-')}" for f, d in slurm_flags.items() if d in given] + ["--wait"] * a.wait
+            raise ConfigError(f"{', '.join(flags)}: only with --executor slurm")
+        s = run_grid(a.table, a.profile, seeds, overrides=a.set or [], dry_run=a.dry_run, jobs=a.jobs,
+                     devices=a.devices)
+        return 1 if s["failed"] else 0
+    from fer_study.executors import SlurmSettings, submit_grid, wait
 
-REPORT_NOTEBOOKS = ("02_table1_backbones", "03_table2_ablation", "04_table3_losses", "05_table4_sota",
-                    "06_figure2_resizer", "07_explore")
-
-
-def execute_notebook(name: str, params: dict, log=print) -> bool:
-    """Execute notebooks/NAME.ipynb in place with papermill (cwd notebooks/)."""
-    import subprocess
-    import time
-
-    nb = Path("notebooks") / f"{name}.ipynb"
-    cmd = [sys.executable, "-m", "papermill", str(nb), str(nb), "--cwd", "notebooks", "-k", "python3",
-           "--no-progress-bar"]
-    for k, v in params.items():
-        cmd += ["-p", k, str(v)]
-    t = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    ok = r.returncode == 0
-    log(f"{'executed' if ok else 'FAILED'}: {nb} ({time.perf_counter() - t:.0f} s)")
-    if not ok:
-        log(r.stderr[-4000:])
-    return ok
+    if a.devices or a.jobs != 1:
+        raise ConfigError("--jobs/--devices: only with --executor local (Slurm runs each run as its own job)")
+    if "extra" in given:
+        bad = [kv for kv in given["extra"] if "=" not in kv]
+        if bad:
+            raise ConfigError(f"--slurm {bad[0]}: expected KEY=VALUE (e.g. account=myproj)")
+        given["extra"] = dict(kv.split("=", 1) for kv in given["extra"])
+    sub = submit_grid(a.table, a.profile, seeds, a.set or [], SlurmSettings(**given), dry_run=a.dry_run)
+    return 1 if a.wait and wait(sub)["failed"] else 0
 
 
 def _cmd_report(a: argparse.Namespace) -> int:
-    seeds = " ".join(map(str, a.seeds))
-    ok = True
-    for name in REPORT_NOTEBOOKS:
-        params = {"profile": a.profile, "seeds": seeds} if name[:2] in ("02", "03", "04", "05") else (
-            {"profile": a.profile, "seed": a.seeds[0]} if name.startswith("06") else {})
-        ok &= execute_notebook(name, params)
-    print("tables: results/tables/table{1,2,3,4}.{csv,md,tex}; figure: figures/figure2.{png,pdf}")
-    return 0 if ok else 1
+    from fer_study.config import make_config
+    from fer_study.study import report
+
+    if a.set:
+        make_config(a.profile, a.set)  # a wrong override stops here, before any notebook runs
+    return 0 if report(a.profile, a.seeds, a.set or []) else 1
 
 
 def _cmd_demo(a: argparse.Namespace) -> int:
     """The whole study on SynthFER, CPU-sized (what `make demo` runs)."""
-    import time
+    from fer_study.study import demo
 
-    from fer_study.data.synth import ensure, write_rafdb_layout
-    from fer_study.experiments import run_grid
-
-    t0 = time.perf_counter()
-    seeds = a.seeds
-    print(f"== 1/6 SynthFER ({a.n} images, seed 0) and its RAF-DB-layout twin")
-    ensure("data/synthfer", n=a.n, seed=0)
-    raf = Path("data/synthfer_rafdb")
-    if not (raf / "basic" / "EmoLabel" / "list_patition_label.txt").exists():
-        ensure(raf / "src", n=a.n, seed=1)
-        write_rafdb_layout(raf / "src", raf / "basic", seed=1)
-    print("== 2/6 facesr (x2) trained on SynthFER's renders, evaluated against bicubic")
-    if not Path("cache/facesr/facesr.pt").exists():
-        _cmd_sr_train(argparse.Namespace(data="data/synthfer", folder=None, scale=2, holdout=0.15, seed=0,
-                                         out="cache/facesr/facesr.pt", steps=a.sr_steps, batch_size=16, nf=32,
-                                         blocks=4, force=False))
-    _cmd_sr_eval(argparse.Namespace(data="data/synthfer", folder=None, scale=2, holdout=0.15, seed=0,
-                                    model=["facesr=cache/facesr/facesr.pt"], out="results/sr/facesr_eval_synthfer"))
-    print("== 3/6 00_data")
-    ok = execute_notebook("00_data", {"synth_n": a.n})
-    print(f"== 4/6 Tables 1-4 on the demo profile, seeds {seeds} (one papermill process per run)")
-    s = run_grid("all", "demo", seeds, jobs=a.jobs)
-    print("== 5/6 tables and Figure 2")
-    ok &= _cmd_report(argparse.Namespace(profile="demo", seeds=seeds)) == 0
-    print(f"== 6/6 done in {time.perf_counter() - t0:.0f} s")
-    print("written: results/tables/table{1,2,3,4}.{csv,md,tex}, figures/figure2.{png,pdf}, figures/data_*.png, "
-          "results/sr/facesr_eval_synthfer.{json,md}, notebooks/*.ipynb (executed), results/runs/ (per run)")
-    print("All demo numbers are on SynthFER (synthetic) with CPU-sized models; the paper's numbers are shown beside them.")
-    return 0 if ok and not s["failed"] else 1
+    return 0 if demo(a.n, a.seeds, a.jobs, a.sr_steps) else 1
 
 
 def _cmd_bench(a: argparse.Namespace) -> int:
     from fer_study.bench import BenchConfig, run_bench
-    from fer_study.engine import select_device
+    from fer_study.training.precision import select_device
 
     dev = select_device(a.device)
     modes = tuple(a.compile_modes or (["default"] if a.compile else []))
@@ -286,7 +244,9 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=["demo", "paper"], default="demo",
                    help="demo: SynthFER + CPU-sized models; paper: the paper's configuration")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config value (model keys as model.KEY), repeatable")
+                   help="override a config value, parsed as its field's type (integer, number, boolean "
+                        "true/false/yes/no/1/0, none/null for optional values, JSON for dicts) and checked "
+                        "before any data is read; model keys as model.KEY; repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -365,25 +325,50 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, default=32)
     q.set_defaults(func=_cmd_sr_cache)
 
-    ru = sub.add_parser("run", help="run a table's grid (01_train via papermill, one process per run)")
-    ru.add_argument("table", choices=["table1", "table2", "table3", "table4", "all"])
-    ru.add_argument("--profile", choices=["demo", "paper"], default="demo")
-    ru.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    from fer_study.tables import TABLES
+
+    ru = sub.add_parser("run", help="run a table's grid (01_train via papermill, one process per run)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ru.add_argument("table", choices=[*TABLES, "all"], help="which table's grid (all: Tables 1-4)")
+    _add_profile(ru)
+    ru.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="seeds (default: 0 1 for demo, 1111 for paper)")
     ru.add_argument("--dry-run", action="store_true", help="list the runs (and which are finished) without training")
-    ru.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra override for every run (e.g. data_root=...)")
     ru.add_argument("--jobs", type=int, default=1, help="runs at once (CPU threads are split between them)")
     ru.add_argument("--devices", nargs="+", help="spread runs over these devices, one process each (e.g. cuda:0 cuda:1)")
+    ru.add_argument("--executor", choices=["local", "slurm"], default="local",
+                    help="local: papermill processes on this machine; slurm: one job per run (a job array) "
+                         "through submitit, requeued and resumed on preemption or time-out; returns once submitted")
+    ru.add_argument("--status", action="store_true",
+                    help="show each planned run's state (run store), its newest manifest entry and job state")
+    sl = ru.add_argument_group("Slurm (--executor slurm; job files and logs in RUNS_DIR/slurm/JOB_ID/)")
+    sl.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    sl.add_argument("--gpus-per-run", type=int, help="GPUs of one run, one process each, DDP when > 1 (default 1)")
+    sl.add_argument("--nodes", type=int, help="nodes of one run; --gpus-per-run is split evenly over them (default 1)")
+    sl.add_argument("--time", type=int, metavar="MINUTES", help="wall time of one job (default 720)")
+    sl.add_argument("--cpus-per-run", type=int, help="CPUs of a run on each node, split over its processes")
+    sl.add_argument("--mem-gb", type=float, help="memory of a run on each node (GB)")
+    sl.add_argument("--array-parallelism", type=int, help="runs of the array running at once (default 32)")
+    sl.add_argument("--max-timeouts", type=int, help="requeues after time-outs (default 3; preemptions do not count)")
+    sl.add_argument("--slurm-setup", action="append", metavar="LINE",
+                    help="shell line run in the job before training (module load ..., source .venv/bin/activate); repeatable")
+    sl.add_argument("--slurm", action="append", metavar="KEY=VALUE",
+                    help="any other submitit Slurm parameter (account=..., qos=..., constraint=...); repeatable")
+    sl.add_argument("--wait", action="store_true", help="wait for the jobs; exit 1 if a run failed")
     ru.set_defaults(func=_cmd_run)
 
-    rp = sub.add_parser("report", help="execute the table and figure notebooks (02-07) over finished runs")
-    rp.add_argument("--profile", choices=["demo", "paper"], default="demo")
-    rp.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    rp = sub.add_parser("report", help="execute the table and figure notebooks over the trained runs",
+                        description="Renders Tables 1-4 and Figure 2 from the runs the grid manifests list "
+                        "(no overrides needed); with --set, from the run ids those overrides give.")
+    _add_profile(rp)
+    rp.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="seeds to report (default: every seed the manifests list)")
     rp.set_defaults(func=_cmd_report)
 
     de = sub.add_parser("demo", help="the whole study on SynthFER, CPU-sized (make demo)")
     de.add_argument("--n", type=int, default=1500, help="SynthFER images")
     de.add_argument("--jobs", type=int, default=3, help="training runs at once (overlaps kernel start-up)")
-    de.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    de.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of every grid cell")
     de.add_argument("--sr-steps", type=int, default=200, help="facesr training steps")
     de.set_defaults(func=_cmd_demo)
 
@@ -419,12 +404,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from fer_study.errors import DataError
+    """Run a subcommand. A user's mistake (:class:`~fer_study.errors.UserError`: a bad config value, bad
+    data) is one line ``error: ...`` on stderr and exit code 2; a closed stdout (``| head``) ends quietly."""
+    import os
+
+    from fer_study.errors import UserError
 
     try:
-        return int(args.func(args) or 0)
-    except DataError as e:
+        try:
+            args = build_parser().parse_args(argv)
+            return int(args.func(args) or 0)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141  # 128 + SIGPIPE, as a shell reports a killed writer
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -1,82 +1,175 @@
-"""Run configuration: the ``paper`` and ``demo`` profiles, ``key=value`` overrides, run ids."""
+"""Run configuration: the ``paper`` and ``demo`` profiles, typed ``key=value`` overrides, validation, run ids.
+
+What each field accepts is declared next to it (:func:`fer_study.overrides.option`: choices, bounds,
+files that must exist) and checked by :meth:`TrainConfig.validate`, which every config built from user
+input passes through (:func:`make_config`, :func:`apply_overrides`) before any data is read.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import typing
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
+import torch
+
+from fer_study.errors import ConfigError
 from fer_study.models.classifier import ModelConfig
+from fer_study.overrides import check_fields, check_paths, option, parse_value, unknown_key
 
 #: Keys that do not change a run's result (excluded from the run id).
-NON_RESULT_KEYS = ("device", "progress", "runs_dir", "cache_dir", "compile", "num_workers")
-# keys added after runs existed: hashed only when they differ from this value, so old run ids stay valid
-LATER_KEYS = {"sr_precision": "fp32"}
+NON_RESULT_KEYS = ("device", "progress", "runs_dir", "cache_dir", "compile")
+#: Keys added after runs existed, with the value every older config implicitly had: a stored config
+#: without the key reads as that value, and the key is hashed only when it differs from it, so old run
+#: ids stay valid and name what they trained. ``pipeline`` 1 is the code before the fidelity changes
+#: (grey SR, resizer before normalisation, bilinear [1, 1.2] augmentation, StepLR one epoch late,
+#: last partial batch dropped, grey RAF-DB); it can be read, not retrained.
+LATER_KEYS: dict[str, Any] = {"sr_precision": "fp32", "pipeline": 1, "drop_last": True, "rafdb_grey": True,
+                              "pdls_alpha": None}
+LATER_MODEL_KEYS: dict[str, Any] = {"normalise": "backbone", "stn_align_corners": False}
+#: The pipeline version this code trains (see LATER_KEYS).
+PIPELINE = 2
+#: The data root field of each data set (``TrainConfig.data_root`` is the active one).
+ROOT_KEYS = {"ferplus": "ferplus_root", "rafdb": "rafdb_root", "synthfer": "synthfer_root"}
+#: Names of the augmentation presets (``fer_study.data.tensors.AUGMENTS``; a test keeps them equal).
+AUGMENT_NAMES = ("authors", "light", "none")
+SR_BACKENDS = ("dic", "spandrel", "facesr", "bicubic", "bilinear")
 
 
 @dataclass
 class TrainConfig:
+    # allowed values are declared per field (fer_study.overrides.option) and checked by validate()
     # data
-    dataset: str = "ferplus"  # ferplus | synthfer | rafdb
-    data_root: str = "data/ferplus"
-    label_mode: str = "majority"
-    valid_fraction: float = 0.1  # RAF-DB: stratified valid carved from train
-    max_train: int | None = None  # cap on training images (CPU runs)
+    dataset: str = option("ferplus", choices=tuple(ROOT_KEYS))
+    ferplus_root: str = "data/ferplus"
+    rafdb_root: str = "data/rafdb/basic"
+    synthfer_root: str = "data/synthfer"
+    label_mode: str = option("majority", choices=("majority", "probability", "crossentropy", "multi_target"))
+    valid_fraction: float = option(0.1, gt=0, lt=1)  # RAF-DB: stratified valid carved from train
+    max_train: int | None = option(None, ge=1)  # cap on training images (CPU runs)
     # f_sr (frozen, cached)
-    sr_backend: str = "dic"
-    sr_weights: str | None = None
-    sr_precision: str = "fp32"  # fp32 | bf16 (autocast while building the SR cache; part of its key)
+    sr_backend: str = option("dic", choices=SR_BACKENDS)
+    sr_weights: str | None = option(None, path="file")
+    sr_precision: str = option("fp32", choices=("fp32", "bf16"))  # autocast while building the SR cache (in its key)
     # model
     model: ModelConfig = field(default_factory=ModelConfig)
     # loss
-    loss: str = "fpdls"
-    alpha: float = 0.8
-    gamma: float = 2.0
-    prior: str = "psr"  # psr (published constant) | votes (recomputed from the training votes)
+    loss: str = option("fpdls", choices=("ce", "focal", "pdls", "fpdls"))
+    alpha: float = option(0.8, ge=0, le=1)
+    gamma: float = option(2.0, ge=0)
+    prior: str = option("psr", choices=("psr", "votes"))  # psr: published constant; votes: from training votes
     prior_renormalise: bool = False
+    # PDLS's alpha when loss=pdls (None: ``alpha``); the authors' code built PDLS with its class default 0.5
+    pdls_alpha: float | None = option(None, ge=0, le=1)
     # optimisation
-    optimizer: str = "adam"
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    epochs: int = 100
-    schedule: str = "paper"  # paper (x0.25 every 10) | authors (x0.25 every 15) | cosine (per step) | constant
-    warmup_steps: int = 0  # linear warm-up (cosine schedule)
-    augment: str = "authors"  # authors | light | none
-    seed: int = 1111
+    optimizer: str = option("adam", choices=("adam", "adamw"))
+    lr: float = option(1e-4, gt=0)
+    weight_decay: float = option(0.0, ge=0)
+    batch_size: int = option(64, ge=2, note="BatchNorm needs 2 or more")
+    epochs: int = option(100, ge=1)
+    # paper: x0.25 every 10 epochs; authors: x0.25 every 15; cosine: per step; constant
+    schedule: str = option("paper", choices=("paper", "authors", "cosine", "constant"))
+    warmup_steps: int = option(0, ge=0)  # linear warm-up (cosine schedule)
+    augment: str = option("authors", choices=AUGMENT_NAMES)
+    drop_last: bool = False  # drop each epoch's last partial batch (the authors' DataLoader keeps it)
+    rafdb_grey: bool = False  # RAF-DB is RGB; the paper resizes it to 48 px, keeping colour
+    pipeline: int = option(PIPELINE, choices=(PIPELINE,), note="configs of pipeline 1 can be read, not retrained")
+    seed: int = option(1111, ge=0)
     # execution
-    device: str = "auto"
-    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (engine.amp_active)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (checked against this machine by validate)
+    amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (fer_study.training.precision.amp_active)
     compile: bool = False
     progress: bool = True
     runs_dir: str = "results/runs"
     cache_dir: str = "cache/sr"
+
+    @property
+    def data_root(self) -> str:
+        """The root of the active data set (``ferplus_root``, ``rafdb_root`` or ``synthfer_root``)."""
+        if self.dataset not in ROOT_KEYS:
+            raise ConfigError(f"dataset={self.dataset}: expected one of {', '.join(ROOT_KEYS)}")
+        return getattr(self, ROOT_KEYS[self.dataset])
+
+    def validate(self, check_files: bool | Collection[str] = True) -> None:
+        """Raise :class:`ConfigError` (key, value, what was expected) for a value outside its field's
+        declared choices or range, an unknown backbone, a device this machine lacks or an inconsistent
+        combination; then check that ``sr_weights`` / ``model.checkpoint``, where set, exist as files
+        (``check_files``: True, False, or the keys to check). Nothing is loaded."""
+        check_fields(self)
+        self.model.validate(check_files=False)
+        _check_device(self.device)
+        if self.dataset == "rafdb":
+            if self.model.num_classes != 7:
+                raise ConfigError(f"model.num_classes={self.model.num_classes}: dataset=rafdb needs 7 (RAF-DB has "
+                                  "no contempt)")
+            if self.prior != "psr":
+                raise ConfigError(f"prior={self.prior}: dataset=rafdb needs prior=psr (RAF-DB has no votes)")
+        check_paths(self, "", check_files)
+        check_paths(self.model, "model.", check_files)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """A stored config (a run's config.json) as it is, without validation (an old run stays readable on
+        any machine). The single ``data_root`` of older configs becomes the root of their data set."""
         d = dict(d)
-        model = ModelConfig(**d.pop("model", {}))
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        model = dict(d.pop("model", {}))
+        for k, legacy in LATER_KEYS.items():
+            d.setdefault(k, legacy)
+        for k, legacy in LATER_MODEL_KEYS.items():
+            model.setdefault(k, legacy)
+        unknown_model = set(model) - {f.name for f in fields(ModelConfig)}
+        if "data_root" in d:
+            root, ds = d.pop("data_root"), d.get("dataset", TrainConfig.dataset)
+            if ds not in ROOT_KEYS:
+                raise ConfigError(f"dataset={ds}: expected one of {', '.join(ROOT_KEYS)}")
+            d.setdefault(ROOT_KEYS[ds], root)
+        unknown = sorted(set(d) - {f.name for f in fields(cls)}) + sorted(f"model.{k}" for k in unknown_model)
         if unknown:
-            raise KeyError(f"unknown config keys: {sorted(unknown)}")
-        return cls(model=model, **d)
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(model=ModelConfig(**model), **d)
 
     def run_id(self) -> str:
+        """``<dataset>-<backbone>-<up>-<down>[-stn]-<loss>-s<seed>-<hash>``: the hash covers the result keys;
+        of the data roots only the active one counts (hashed as ``data_root``, as before the split)."""
         d = self.to_dict()
-        for k in NON_RESULT_KEYS:
+        for k in (*NON_RESULT_KEYS, *ROOT_KEYS.values()):
             d.pop(k, None)
-        for k, default in LATER_KEYS.items():
-            if d.get(k) == default:
+        d["data_root"] = self.data_root
+        for k, legacy in LATER_KEYS.items():
+            if d.get(k) == legacy:
                 d.pop(k)
+        for k, legacy in LATER_MODEL_KEYS.items():
+            if d["model"].get(k) == legacy:
+                d["model"].pop(k)
         h = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
         m = self.model
         stn = "-stn" if m.stn else ""
         return f"{self.dataset}-{m.backbone}-{m.up}-{m.down}{stn}-{self.loss}-s{self.seed}-{h}"
+
+
+def _check_device(device: str) -> None:
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if device in ("auto", "cpu"):
+        return
+    if m:
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={device}: CUDA is not available on this machine; use device=auto or cpu")
+        if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
+            raise ConfigError(f"device={device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError("device=mps: MPS is not available on this machine; use device=auto or cpu")
+        return
+    raise ConfigError(f"device={device}: expected auto, cpu, cuda, cuda:N or mps")
 
 
 def paper_profile() -> TrainConfig:
@@ -90,7 +183,8 @@ def demo_profile() -> TrainConfig:
     random-init backbones with a convolutional stem (from-scratch transformers with patchify stems stay
     at the majority class for tens of epochs here), 3 epochs of batch 16 with warm-up + cosine."""
     return TrainConfig(
-        dataset="synthfer", data_root="data/synthfer", sr_backend="facesr", sr_weights="cache/facesr/facesr.pt",
+        dataset="synthfer", synthfer_root="data/synthfer", rafdb_root="data/synthfer_rafdb/basic",  # RAF-DB-layout twin
+        sr_backend="facesr", sr_weights="cache/facesr/facesr.pt",
         model=ModelConfig(backbone="tiny_swin_s", up="sr", down="ltr", stn=False, sr_size=96, img_size=48,
                           head="linear", stem="conv", ltr_n=8),
         prior="votes", optimizer="adamw", lr=1.5e-3, weight_decay=0.05, batch_size=16, epochs=3,
@@ -100,44 +194,74 @@ def demo_profile() -> TrainConfig:
 PROFILES = {"paper": paper_profile, "demo": demo_profile}
 
 
-def _parse_value(v: str) -> Any:
-    low = v.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low == "null":
-        return None
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return v
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """The annotated type of each field of ``cls`` (``TrainConfig``, ``ModelConfig``), resolved once."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _items(overrides: list[str] | dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(key, raw value, how the errors name it) for ``["k=v", ...]`` or ``{"k": v}``."""
+    if isinstance(overrides, dict):
+        return [(str(k), v, f"{k}={v}") for k, v in overrides.items()]
+    out = []
+    for o in overrides:
+        if "=" not in o:
+            raise ConfigError(f"--set {o}: expected KEY=VALUE")
+        k, v = o.split("=", 1)
+        out.append((k.strip(), v, f"--set {o}"))
+    return out
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str] | dict[str, Any]) -> TrainConfig:
-    """``key=value`` pairs (``model.backbone=tiny_vit`` for model keys); unknown keys are an error."""
-    items = overrides.items() if isinstance(overrides, dict) else (o.split("=", 1) for o in overrides)
+    """``cfg`` with ``KEY=VALUE`` overrides (``--set`` strings, or a dict such as papermill parameters),
+    each parsed against its field's type (:func:`fer_study.overrides.parse_value`); model keys as
+    ``model.KEY`` (bare model keys work too). The result is validated (:meth:`TrainConfig.validate`;
+    of the weights files, those named by the overrides must exist). Errors: :class:`ConfigError`."""
+    top_types = {k: t for k, t in field_types(TrainConfig).items() if k != "model"}
+    model_types = field_types(ModelConfig)
     top: dict[str, Any] = {}
     mod: dict[str, Any] = {}
-    model_keys = {f.name for f in fields(ModelConfig)}
-    top_keys = {f.name for f in fields(TrainConfig)}
-    for k, v in items:
-        v = _parse_value(v) if isinstance(v, str) else v
-        if k.startswith("model."):
-            k = k[6:]
-            if k not in model_keys:
-                raise KeyError(f"unknown model key {k!r}; known: {sorted(model_keys)}")
-            mod[k] = v
-        elif k in top_keys and k != "model":
-            top[k] = v
-        elif k in model_keys:
-            mod[k] = v
+    for k, raw, label in _items(overrides):
+        if k == "data_root":
+            raise ConfigError(f"{label}: data_root was split into ferplus_root / rafdb_root / synthfer_root "
+                              "(one root per data set); set the one of your dataset")
+        name = k[6:] if k.startswith("model.") else k
+        if k.startswith("model.") and name in model_types:
+            mod[name] = parse_value(raw, model_types[name], label)
+        elif k in top_types:
+            top[k] = parse_value(raw, top_types[k], label)
+        elif k in model_types:
+            mod[k] = parse_value(raw, model_types[k], label)
         else:
-            raise KeyError(f"unknown config key {k!r}")
-    return replace(cfg, model=replace(cfg.model, **mod), **top)
+            valid = [*top_types, *(f"model.{m}" for m in model_types), *model_types]
+            raise unknown_key(k, valid, label)
+    new = replace(cfg, model=replace(cfg.model, **mod), **top)
+    named = {k for k in top} | {f"model.{k}" for k in mod}
+    new.validate(check_files=named)
+    return new
 
 
 def make_config(profile: str = "demo", overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
+    """A profile with overrides, validated (see :func:`apply_overrides`)."""
     if profile not in PROFILES:
-        raise KeyError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
+        raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(sorted(PROFILES))}")
     return apply_overrides(PROFILES[profile](), overrides or [])
+
+
+def read_config(path: str | Path) -> TrainConfig:
+    """A config.json (e.g. of an earlier run) as a :class:`TrainConfig`; a missing file, bad JSON or
+    unknown keys are a :class:`ConfigError` naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"--config {p}: no such file")
+    try:
+        return TrainConfig.from_dict(json.loads(p.read_text()))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--config {p}: not valid JSON ({e})") from None
+    except (ConfigError, TypeError, AttributeError) as e:
+        raise ConfigError(f"--config {p}: {e}") from None

@@ -1,11 +1,20 @@
-"""Error types with messages that name the offending file and row."""
+"""Error types. :class:`UserError` marks a user's mistake (bad config, bad data): the command line
+prints its one-line message, without a traceback."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 
-class DataError(ValueError):
+class UserError(Exception):
+    """A user's mistake (a bad config value, bad input data); the message says what and where."""
+
+
+class ConfigError(UserError, ValueError):
+    """A bad configuration: the message names the key, the value and what was expected."""
+
+
+class DataError(UserError, ValueError):
     """Bad input data: the message names the file and, where known, the row."""
 
     def __init__(self, message: str, path: str | Path | None = None, row: int | None = None) -> None:

@@ -12,13 +12,16 @@ import torch
 
 
 def finished_runs(runs_dir: str | Path = "results/runs") -> list[Path]:
-    return sorted(p for p in Path(runs_dir).glob("*") if (p / "metrics.json").is_file() and (p / "model_best.pt").is_file())
+    """Finished runs (metrics and model present) of a run store, by run id."""
+    from fer_study.runs import RunStore
+
+    return [r.path for r in RunStore(runs_dir).finished()]
 
 
 def render(run_dir: str | Path, cls: int | None, i: int, cache: dict | None = None) -> plt.Figure:
     """One explorer view (also usable without widgets)."""
-    from fer_study.engine import load_metrics
     from fer_study.figures import resizer_views, run_inputs
+    from fer_study.runs import Run
 
     cache = {} if cache is None else cache
     key = str(run_dir)
@@ -38,7 +41,7 @@ def render(run_dir: str | Path, cls: int | None, i: int, cache: dict | None = No
     k = len(test.classes)
     votes = test.votes[j, :k].astype(float)
     votes = votes / max(votes.sum(), 1)
-    conf = np.asarray(load_metrics(run_dir)["protocols"]["clean"]["confusion"])
+    conf = np.asarray(Run(Path(run_dir)).metrics()["protocols"]["clean"]["confusion"])
     fig, ax = plt.subplots(1, 6, figsize=(18, 3.2), gridspec_kw={"width_ratios": [1, 1, 1, 1, 1.6, 1.4]})
     raw = test.images[j] if test.images is not None else None
     for a, img, t in ((ax[0], raw, "input 48x48"), (ax[1], v["input"][0], f"model input ({cfg.model.up})"),
@@ -76,9 +79,9 @@ def explorer(runs_dir: str | Path = "results/runs"):
     cache: dict = {}
 
     def classes_for(run: str) -> None:
-        import json
+        from fer_study.runs import Run
 
-        cl = json.loads((Path(run) / "metrics.json").read_text())["classes"]
+        cl = Run(Path(run)).metrics()["classes"]
         cls_w.options = [("all", -1)] + [(c, i) for i, c in enumerate(cl)]
 
     def update(*_):

@@ -80,6 +80,34 @@ def device_name(device: Any = None) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name from /proc/cpuinfo (``None`` where unreadable, e.g. not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _torch_runtime() -> dict[str, Any]:
+    """Threads, CPU model and kernel level, determinism switches: what makes two runs' speed (and,
+    for the switches, their bits) comparable."""
+    import torch
+
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):  # pragma: no cover - older torch
+        capability = None
+    return {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
+            "cpu_model": cpu_model(), "cpu_capability": capability,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark}
+
+
 def environment(device: Any = None) -> dict[str, Any]:
     """Package versions, git SHA and device: stored as env.json beside every result."""
     import numpy
@@ -93,6 +121,7 @@ def environment(device: Any = None) -> dict[str, Any]:
         "git_sha": git_sha(),
         "device": device_name(device),
         "cuda": torch.version.cuda,
+        **_torch_runtime(),
     }
     for mod in ("timm", "torchvision", "pandas", "papermill", "spandrel"):
         try:

@@ -3,7 +3,9 @@
 One cache entry per (images, backend, weights hash, output size): the key is a SHA-256 over the
 input images' bytes and :meth:`SuperResolver.identity`, so changing the data, the weights or the
 settings gives a new entry (an old one is never reused for new settings). Files:
-``<dir>/<key>.npy`` (N, C, S, S) uint8, written through a memory map in chunks, and
+``<dir>/<key>.npy`` (N, C, S, S) uint8 (C = :meth:`SuperResolver.output_channels`: 3 for an RGB
+network such as DIC, 3 x 384^2 bytes an image, about 15.5 GB for FERPlus; 1 for grayscale
+backends), written through a memory map in chunks, and
 ``<key>.json`` with the settings and ``done``, the number of finished images. An interrupted build
 resumes from ``done``; a finished one is only read. Reading returns a memory map (CPU); the
 training engine moves it to the GPU when it fits.
@@ -43,7 +45,7 @@ def build_sr_cache(images: np.ndarray, sr: SuperResolver, cache_dir: str | Path,
     x = images[:, None] if images.ndim == 3 else images
     key = cache_key(x, sr)
     npy, meta_p = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
-    n, c = x.shape[0], x.shape[1]
+    n, c = x.shape[0], sr.output_channels(x.shape[1])
     meta = read_json(meta_p) if meta_p.exists() and npy.exists() else None
     if meta is None:
         meta = {"key": key, "n": n, "channels": c, "size": sr.out_size, "done": 0, "label": label, **sr.identity()}

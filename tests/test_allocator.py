@@ -31,7 +31,7 @@ def test_skipped_on_request(fresh, monkeypatch):
 def test_bf16_autocast_on_cpu_follows_the_instruction_set(monkeypatch):
     import torch
 
-    from fer_study.engine import amp_active, autocast_for
+    from fer_study.training.precision import amp_active, autocast_for
 
     cpu = torch.device("cpu")
     monkeypatch.setenv("FER_STUDY_CPU_BF16", "1")

@@ -61,3 +61,35 @@ def test_ratios_from_partial_and_compiled_results():
     assert q["compile_speedup_nr_default"] == 2.0 and q["nr_over_vanilla_step_time_compiled_default"] == 1.25
     assert q["best_nr_images_per_s"] == 6.4 and q["ours_best_nr_over_authors_baseline"] == 4.0
     assert ratios({"nr_eager": r["nr_eager"]}) == {"best_nr_images_per_s": 3.2}
+
+
+def test_bench_times_the_engines_training_step(tmp_path, monkeypatch):
+    """The bench's step is fer_study.training.step.train_step, the function the epoch loop runs, on
+    the run's loss, optimiser and augmentation (paper profile: F-PDLS + PSR prior, Adam, authors')."""
+    from fer_study.losses import FPDLS
+    from fer_study.training import loop, step
+
+    assert loop.train_step is step.train_step  # the epoch loop's step
+    calls = []
+    real = step.train_step
+
+    def counting(parts, *a, **k):
+        calls.append(parts)
+        return real(parts, *a, **k)
+
+    monkeypatch.setattr(step, "train_step", counting)
+    bc = _tiny(sr_backends=(), baseline=False)
+    run = bench.make_train_step(bench.pipeline_models(bc)["nr"], bc.sr_size, bc, torch.device("cpu"), None)
+    run()
+    run()
+    assert len(calls) == 2
+    parts = calls[0]
+    assert isinstance(parts.loss_fn, FPDLS) and parts.loss_fn.prior is not None
+    assert type(parts.optimizer) is torch.optim.Adam and parts.augment == bench.AUGMENTS["authors"]
+    res = run_bench(bc, torch.device("cpu"), tmp_path, log=lambda *_: None)
+    ts = res["train_step"]
+    assert ts["function"] == "fer_study.training.step.train_step"
+    assert (ts["loss"], ts["prior"], ts["optimizer"], ts["augment"]) == ("fpdls", "psr", "adam", "authors")
+    assert len(calls) == 2 + 2 * (bc.warmup + bc.steps * bc.block)  # every timed and warm-up step
+    ts2 = bench.timed_step_record(_tiny(overrides=("loss=ce", "optimizer=adamw", "augment=none")))
+    assert (ts2["loss"], ts2["optimizer"], ts2["augment"]) == ("ce", "adamw", "none")

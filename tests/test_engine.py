@@ -9,14 +9,23 @@ from pathlib import Path
 import pytest
 
 from fer_study.config import TrainConfig, make_config
-from fer_study.engine import is_finished, load_metrics, train
-from fer_study.errors import RunError
+from fer_study.errors import ConfigError, RunError
+from fer_study.runs import Run
+from fer_study.training import TrainHooks, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def load_metrics(run_dir: Path) -> dict:
+    return Run(Path(run_dir)).metrics()
+
+
+def is_finished(run_dir: Path) -> bool:
+    return Run(Path(run_dir)).is_finished()
+
+
 def _overrides(synth_root: Path, tmp: Path, **over) -> dict[str, str]:
-    base = {"data_root": str(synth_root), "runs_dir": str(tmp / "runs"), "cache_dir": str(tmp / "cache"),
+    base = {"synthfer_root": str(synth_root), "runs_dir": str(tmp / "runs"), "cache_dir": str(tmp / "cache"),
             "model.backbone": "tiny_swin_t", "model.up": "bilinear", "model.down": "ltr", "model.sr_size": 96,
             "model.ltr_n": 16, "epochs": 2, "progress": False, "batch_size": 32}
     base.update(over)
@@ -37,7 +46,7 @@ def test_run_id_ignores_execution_keys_and_tracks_result_keys(synth_root, tmp_pa
     d.pop("sr_precision")
     assert TrainConfig.from_dict(d).run_id() == a.run_id()
     assert TrainConfig.from_dict(json.loads(json.dumps(a.to_dict()))).run_id() == a.run_id()
-    with pytest.raises(KeyError):
+    with pytest.raises(ConfigError):
         make_config("demo", ["no_such_key=1"])
 
 
@@ -68,8 +77,13 @@ def test_interrupted_then_resumed_equals_uninterrupted(synth_root, tmp_path):
     a = _cfg(synth_root, tmp_path / "a", epochs=3, max_train=256)
     b = _cfg(synth_root, tmp_path / "b", epochs=3, max_train=256)
     train(a)
+
+    def interrupt(epoch: int) -> None:
+        if epoch == 0:
+            raise KeyboardInterrupt("simulated interruption after epoch 1")
+
     with pytest.raises(KeyboardInterrupt):
-        train(b, _interrupt_after_epoch=0)
+        train(b, hooks=TrainHooks(after_epoch=interrupt))
     rb = Path(b.runs_dir) / b.run_id()
     assert (rb / "checkpoint.pt").exists() and not is_finished(rb)
     train(b)
@@ -84,10 +98,39 @@ def test_interrupted_then_resumed_equals_uninterrupted(synth_root, tmp_path):
 def test_nan_guard_names_epoch_and_step_and_keeps_checkpoint(synth_root, tmp_path):
     cfg = _cfg(synth_root, tmp_path, epochs=3, max_train=128)
     with pytest.raises(RunError, match=r"non-finite loss \(nan\) at epoch 2, step 3"):
-        train(cfg, _inject_nan_at=(1, 2))
+        train(cfg, hooks=TrainHooks(transform_loss=lambda e, s, loss: loss * float("nan") if (e, s) == (1, 2) else loss))
     d = Path(cfg.runs_dir) / cfg.run_id()
     assert (d / "checkpoint.pt").exists() and (d / "history.csv").exists() and (d / "failed.json").exists()
     assert not is_finished(d)
+
+
+def test_step_check_runs_before_the_weights_change():
+    import torch
+
+    from fer_study.data.tensors import AugmentConfig
+    from fer_study.losses import CrossEntropy
+    from fer_study.training.step import StepParts, train_step
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8))
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    parts = StepParts(forward=net, loss_fn=CrossEntropy(), optimizer=opt,
+                      scheduler=torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0), scheduler_per_step=True,
+                      augment=AugmentConfig(), device=torch.device("cpu"), amp=False)
+    x = torch.randint(0, 256, (4, 1, 4, 4), dtype=torch.uint8)
+    y = torch.tensor([0, 1, 2, 3])
+    before = [p.detach().clone() for p in net.parameters()]
+
+    def reject(loss):
+        raise RunError("rejected")
+
+    with pytest.raises(RunError):
+        train_step(parts, x, y, torch.Generator().manual_seed(0), check=reject)
+    assert all(torch.equal(a, p) for a, p in zip(before, net.parameters()))
+    assert parts.scheduler.last_epoch == 0
+    loss, logits = train_step(parts, x, y, torch.Generator().manual_seed(0))
+    assert not loss.requires_grad and logits.shape == (4, 8) and logits.dtype == torch.float32
+    assert not all(torch.equal(a, p) for a, p in zip(before, net.parameters())) and parts.scheduler.last_epoch == 1
 
 
 def test_sr_setting_uses_cache(synth_root, tmp_path):

@@ -36,12 +36,13 @@ def test_dic_bf16_close_to_fp32():
 
 def test_engine_short_cuda_run(synth_root, tmp_path):
     from fer_study.config import make_config
-    from fer_study.engine import load_metrics, train
+    from fer_study.runs import Run
+    from fer_study.training import train
 
-    cfg = make_config("demo", {"data_root": str(synth_root), "runs_dir": str(tmp_path / "runs"),
+    cfg = make_config("demo", {"synthfer_root": str(synth_root), "runs_dir": str(tmp_path / "runs"),
                                "cache_dir": str(tmp_path / "cache"), "model.up": "bilinear", "model.sr_size": "96",
                                "epochs": "1", "progress": "false", "device": "cuda", "amp": "true"})
-    m = load_metrics(train(cfg))
+    m = Run(train(cfg)).metrics()
     assert "clean" in m["protocols"] and m["n"]["train"] > 0
 
 
@@ -52,7 +53,8 @@ def test_augment_on_cuda_matches_cpu_draws():
     a = augment(x, AugmentConfig(), torch.Generator().manual_seed(1))
     b = augment(x.cuda(), AugmentConfig(), torch.Generator().manual_seed(1)).cpu()
     d = (a - b).abs()
-    assert d.mean() < 1e-4 and d.max() < 1e-2  # same draws; only float rounding differs
+    # same draws; only float rounding differs, and with nearest sampling a rounding flip moves a whole pixel
+    assert d.mean() < 1e-3 and (d > 1e-2).float().mean() < 0.01
 
 
 def test_dic_sr_cache_bf16_close_to_fp32(tmp_path):
@@ -68,5 +70,5 @@ def test_dic_sr_cache_bf16_close_to_fp32(tmp_path):
     caches = {p: build_sr_cache(imgs, SuperResolver("dic", tmp_path / "dic.pth", 384, "cuda", precision=p),
                                 tmp_path / p, 2, "cuda", progress=False) for p in ("fp32", "bf16")}
     (a, ma), (b, mb) = caches["fp32"], caches["bf16"]
-    assert a.shape == b.shape == (4, 1, 384, 384) and ma["key"] != mb["key"]
+    assert a.shape == b.shape == (4, 3, 384, 384) and ma["key"] != mb["key"]  # DIC's output keeps its colour
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 3.0

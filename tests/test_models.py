@@ -112,7 +112,7 @@ def test_dic_backend_needs_weights_and_loads_them(dic, tmp_path):
     sr = SuperResolver("dic", weights=tmp_path / "dic.pth", out_size=32)
     with torch.no_grad():
         y = sr(torch.rand(1, 1, 8, 8))
-    assert y.shape == (1, 1, 32, 32)  # 64 px output resized to the requested 32
+    assert y.shape == (1, 3, 32, 32)  # 64 px RGB output (kept RGB) resized to the requested 32
     assert not any(p.requires_grad for p in sr.parameters())
 
 
@@ -123,7 +123,7 @@ def test_spandrel_backend_with_local_checkpoint(tmp_path):
     torch.save(ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=4).state_dict(), tmp_path / "esr.pth")
     sr = SuperResolver("spandrel", weights=tmp_path / "esr.pth", out_size=48)
     y = sr(torch.rand(2, 1, 16, 16))
-    assert y.shape == (2, 1, 48, 48)  # x4 = 64 px, scale mismatch resized to 48
+    assert y.shape == (2, 3, 48, 48)  # x4 = 64 px RGB, scale mismatch resized to 48
 
 
 def test_sr_cache_round_trip_resume_and_invalidation(tmp_path, synth_root):
@@ -244,3 +244,16 @@ def test_facesr_beats_bicubic_on_held_out_synthfer(tmp_path):
                                      "facesr": SuperResolver("facesr", tmp_path / "facesr.pt", out_size=96)})
     assert r["facesr"]["psnr"] > r["bicubic"]["psnr"] + 0.1, r  # seeded: +0.17 dB here; the demo run: +1.3 dB
     assert r["facesr"]["ssim"] > r["bicubic"]["ssim"], r
+
+
+def test_checkpoint_folder_serves_each_backbone_by_timm_name(tmp_path):
+    from fer_study.models.backbones import build_backbone, checkpoint_file, save_backbone_checkpoint
+
+    a = build_backbone("vit_tiny_patch16_224", img_size=32, depth=1)
+    save_backbone_checkpoint(a.model, tmp_path / "vit_tiny_patch16_224.pth")
+    assert checkpoint_file(tmp_path, "vit_tiny_patch16_224.augreg_in21k_ft_in1k") == tmp_path / "vit_tiny_patch16_224.pth"
+    b = build_backbone("vit_tiny_patch16_224", checkpoint=tmp_path, img_size=32, depth=1)
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
+    with pytest.raises(FileNotFoundError, match="has no weights for swin_tiny"):
+        checkpoint_file(tmp_path, "swin_tiny_patch4_window7_224.ms_in1k")

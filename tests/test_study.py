@@ -7,26 +7,47 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_study.experiments import DEMO_BACKBONE, grid, plan, run_grid
-from fer_study.report import build_table, export, mcnemar
+from fer_study.report import as_seeds, build_table, export, mcnemar
+from fer_study.runner import plan, run_grid
+from fer_study.runs import RunStore
+from fer_study.tables import DEMO_BACKBONE, FIGURES, TABLES, nbval_notebooks, report_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_grids_declare_the_papers_tables():
-    assert [r.key for r in grid("table2")] == ["a", "b", "c", "d", "e"]
-    assert len(grid("table1")) == 10 and len(grid("table3")) == 6 and len(grid("table4")) == 2
-    t2 = {r.key: r.overrides for r in grid("table2")}
-    assert t2["e"]["model.stn"] and t2["e"]["model.backbone"] == "swin_b"
-    assert t2["a"]["model.up"] == "bilinear" and t2["a"]["model.down"] == "none"
-    assert {r.paper for r in grid("table2")} == {88.69, 88.53, 89.03, 89.28, 89.50}
-    # shared cells are one run: Table 2 (d) is Table 1's Swin-S proposed row
+def test_tables_declare_the_papers_tables():
+    t2 = TABLES["table2"]
+    assert [c.key for c in t2.cells] == ["a", "b", "c", "d", "e"]
+    assert [len(TABLES[t].cells) for t in ("table1", "table2", "table3", "table4")] == [10, 5, 6, 2]
+    assert t2.cell("e").overrides["model.stn"] and t2.cell("e").overrides["model.backbone"] == "swin_b"
+    assert t2.cell("a").overrides["model.up"] == "bilinear" and t2.cell("a").overrides["model.down"] == "none"
+    assert {c.paper for c in t2.cells} == {88.69, 88.53, 89.03, 89.28, 89.50}
+    assert all(c.baseline == "a" for c in t2.cells[1:]) and t2.cell("a").baseline is None
+    assert t2.varies >= {"model.up", "model.down", "model.stn", "model.backbone"}
+    # shared cells are one run: Table 2 (d) is Table 1's Swin-S proposed cell
     jobs = plan("all", "demo", [0])
-    shared = [j for j in jobs if len(j.rows) > 1]
-    assert any({r.table for r in j.rows} >= {"table1", "table2"} for j in shared)
+    assert any({t.name for t, _ in j.cells} >= {"table1", "table2"} for j in jobs if len(j.cells) > 1)
     assert all(j.config.model.backbone in DEMO_BACKBONE.values() for j in jobs)
     paper = plan("table2", "paper", [1111])
     assert {j.config.model.backbone for j in paper} == {"swin_s", "swin_b"}
+
+
+def test_everything_else_is_derived_from_the_specs():
+    from fer_study.cli import build_parser
+
+    nbs = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert {t.notebook for t in TABLES.values()} | {f.notebook for f in FIGURES.values()} <= nbs
+    assert report_notebooks() == [t.notebook for t in TABLES.values()] + [f.notebook for f in FIGURES.values()]
+    assert set(nbval_notebooks()) >= {t.notebook for t in TABLES.values()}
+    run = build_parser()._subparsers._group_actions[0].choices["run"]  # noqa: SLF001
+    table_arg = next(a for a in run._actions if a.dest == "table")  # noqa: SLF001
+    assert list(table_arg.choices) == [*TABLES, "all"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert "fer_study.tables --nbval" in makefile and "02_table1" not in makefile
+    out = subprocess.run([sys.executable, "-m", "fer_study.tables", "--nbval"], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout.split()
+    assert out == [f"notebooks/{n}.ipynb" for n in nbval_notebooks()]
+    assert not (ROOT / "scripts" / "build_notebooks.py").exists()  # the .ipynb files are the source
 
 
 def test_cli_dry_run_lists_five_settings():
@@ -46,31 +67,49 @@ def test_mcnemar_exact():
     assert r["b"] == 8 and r["c"] == 0 and r["p"] == pytest.approx(2 * 0.5 ** 8)
 
 
-def test_table2_runs_then_rerun_skips_and_table_renders(synth_root, tmp_path, monkeypatch):
+def test_seeds_parameter_forms():
+    assert as_seeds([0, 1]) == [0, 1] and as_seeds(0) == [0] and as_seeds("0 1") == [0, 1]
+    assert as_seeds("3,4") == [3, 4] and as_seeds(None) == [] and as_seeds([]) == []
+
+
+def test_table2_runs_then_rerun_skips_and_report_finds_runs_through_the_manifest(synth_root, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
-    extra = {"data_root": str(synth_root), "runs_dir": str(tmp_path / "runs"), "cache_dir": str(tmp_path / "cache"),
-             "sr_backend": "bicubic", "sr_weights": "null", "epochs": "1", "max_train": "96", "progress": "false"}
-    s = run_grid("table2", "demo", [0], extra=extra, log=lambda *_: None)
+    runs = tmp_path / "runs"
+    overrides = [f"synthfer_root={synth_root}", f"runs_dir={runs}", f"cache_dir={tmp_path / 'cache'}",
+                 "sr_backend=bicubic", "sr_weights=none", "epochs=1", "max_train=96", "progress=false"]
+    s = run_grid("table2", "demo", [0], overrides=overrides, log=lambda *_: None)
     assert len(s["done"]) == 5 and not s["failed"], s
-    s2 = run_grid("table2", "demo", [0], extra=extra, log=lambda *_: None)
+    s2 = run_grid("table2", "demo", [0], overrides=overrides, log=lambda *_: None)
     assert len(s2["skipped"]) == 5 and not s2["done"]
-    assert all((tmp_path / "runs" / rid / "01_train.executed.ipynb").exists() for rid in s["done"])
-    df, notes = build_table("table2", "demo", [0], extra)
-    assert list(df["Setting"]) == list("abcde") and "(n=1)" in df["Acc. ours clean"].iloc[0]
+    assert all((runs / rid / "01_train.executed.ipynb").exists() for rid in s["done"])
+    manifests = RunStore(runs).manifests("demo")
+    assert len(manifests) == 2 and {r.state for r in manifests[-1].runs} == {"done"}
+    assert {r.state for r in manifests[0].runs} == {"skipped"}
+    assert sorted(c for r in manifests[0].runs for c in r.cells) == [f"table2:{k}" for k in "abcde"]
+    # the report needs no overrides besides where the runs are: the manifest says which runs
+    df, notes = build_table("table2", "demo", None, [f"runs_dir={runs}"])
+    assert list(df["Setting"]) == list("abcde")
+    assert all("(n=1)" in v for v in df["Acc. ours clean"]), df
     assert "SynthFER" in notes and "DEMO" in notes
+    # with the same overrides as the runner, the same run ids
+    df2, _ = build_table("table2", "demo", [0], overrides)
+    assert df2.equals(df)
     paths = export(df, notes, "table2", tmp_path / "tables")
     assert {p.suffix for p in paths} == {".csv", ".md", ".tex"}
     assert "88.69" in (tmp_path / "tables" / "table2.md").read_text()
 
 
-def test_notebooks_prepare_with_declared_parameters(tmp_path):
+def test_notebooks_prepare_with_typed_parameters(tmp_path):
     import papermill as pm
 
-    params = {"00_data": {"synth_n": 100}, "01_train": {"overrides": "epochs=1"}, "02_table1_backbones": {"seeds": "0"},
-              "03_table2_ablation": {"seeds": "0"}, "04_table3_losses": {"seeds": "0"}, "05_table4_sota": {"seeds": "0"},
-              "06_figure2_resizer": {"seed": 0}, "07_explore": {"runs_dir": "results/runs"}}
+    params = {"00_data": {"synth_n": 100}, "01_train": {"overrides": {"epochs": 1}},
+              **{t.notebook: {"seeds": [0], "profile": "demo", "overrides": []} for t in TABLES.values()},
+              "06_figure2_resizer": {"seeds": [0]}, "07_explore": {"profile": "demo"}}
     for name, p in params.items():
         nb = pm.execute_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
                                  parameters=p, prepare_only=True, kernel_name="python3")
         tags = [c.metadata.get("tags", []) for c in nb.cells]
         assert ["parameters"] in tags and ["injected-parameters"] in tags, name
+        declared = pm.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"))
+        assert set(p) <= set(declared), (name, set(p) - set(declared))
+        assert all(v["inferred_type_name"] != "None" for v in declared.values()), (name, declared)

@@ -34,6 +34,19 @@ def test_augment_deterministic_under_seed_and_eval_identity():
 
 def test_flip_only_mirrors():
     x = torch.rand(3, 1, 8, 8)
-    cfg = AugmentConfig(hflip=1.0, rotation=0, affine_rotation=0, scale=(1, 1), brightness=0, contrast=0)
+    cfg = AugmentConfig(hflip=1.0, rotation=0, affine_rotation=0, scale=(1, 1), brightness=0, contrast=0,
+                        saturation=0)
     y = augment(x, cfg, torch.Generator().manual_seed(0))
-    assert torch.allclose(y, x.flip(-1), atol=1e-5)
+    assert torch.equal(y, x.flip(-1))
+
+
+def test_device_data_rgb_from_memmap_in_chunks(tmp_path):
+    rng = np.random.default_rng(1)
+    imgs = rng.integers(0, 256, (7, 3, 20, 20), dtype=np.uint8)  # an RGB SR cache entry
+    np.save(tmp_path / "c.npy", imgs)
+    mm = np.load(tmp_path / "c.npy", mmap_mode="r")
+    d = DeviceData(mm, np.arange(7) % 8, np.eye(8)[np.arange(7) % 8], chunk_bytes=2 * 3 * 20 * 20)  # 2 a chunk
+    assert d.images.shape == (7, 3, 20, 20) and torch.equal(d.images, torch.from_numpy(imgs))
+    nhwc = DeviceData(imgs.transpose(0, 2, 3, 1), np.zeros(7), np.zeros((7, 8)))
+    assert torch.equal(nhwc.images, torch.from_numpy(imgs))
+    assert d.fetch(torch.tensor([2, 5])).shape == (2, 3, 20, 20)

@@ -338,7 +338,14 @@ def write_rafdb_layout(src: str | Path, out: str | Path, test_fraction: float = 
             out / "Image" / "aligned" / f"{name}_aligned.jpg", quality=95)
         lines.append(f"{name}.jpg {ferplus_to_raf[k] + 1}")
     (out / "EmoLabel" / "list_patition_label.txt").write_text("\n".join(lines) + "\n")
+    write_json(out / "synthfer.json", {"synthetic": True, "layout": "rafdb", "source": str(src), "seed": seed,
+                                       "images": len(lines)})
     return len(lines)
+
+
+def is_synthetic(root: str | Path) -> bool:
+    """Whether a data root holds SynthFER (in any layout): it carries the generator's ``synthfer.json``."""
+    return (Path(root) / "synthfer.json").is_file()
 
 
 def ensure(root: str | Path, n: int = 3000, seed: int = 0, hr_size: int = 192, imbalance: float = 1.0) -> Path:

@@ -19,16 +19,25 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-#: Paper backbones (Table 1-4): alias -> (timm name, extra kwargs). Expected input 224.
+#: Paper backbones (Table 1-4): alias -> (timm ``name.tag``, extra kwargs). Expected input 224.
+#: Each tag pins the weights the bare name pointed to in the 2021 timm the authors used (their
+#: code calls ``timm.create_model("swin_base_patch4_window7_224", pretrained=True)``), not timm
+#: 1.0's defaults (swin_small's default became ms_in22k_ft_in1k). Evidence, timm v0.4.12
+#: (2021-06-30) default_cfgs: vision_transformer.py:70-72 vit_small augreg S_16-i21k ... imagenet2012
+#: (mean/std 0.5, _cfg line 48), :136-138 deit_small_patch16_224-cd65a155.pth; convit.py:52-53
+#: convit_small.pth; swin_transformer.py:49-50 swin_base ..._22kto1k.pth, :57-58 swin_large
+#: ..._22kto1k.pth, :61-62 swin_small_patch4_window7_224.pth (ImageNet-1k), :65-66 swin_tiny (1k).
+#: XCiT is not in 0.4.12 (added 2021-07-11); the 2021 master and v0.5.4 xcit.py:54 point
+#: xcit_small_12_p16_224 at xcit_small_12_p16_224.pth (ImageNet-1k, not the distilled one).
 PAPER_BACKBONES: dict[str, tuple[str, dict]] = {
-    "vit_s": ("vit_small_patch16_224", {}),
-    "deit_s": ("deit_small_patch16_224", {}),
-    "convit_s": ("convit_small", {}),
-    "xcit_s": ("xcit_small_12_p16_224", {}),
-    "swin_t": ("swin_tiny_patch4_window7_224", {}),
-    "swin_s": ("swin_small_patch4_window7_224", {}),
-    "swin_b": ("swin_base_patch4_window7_224", {}),
-    "swin_l": ("swin_large_patch4_window7_224", {}),
+    "vit_s": ("vit_small_patch16_224.augreg_in21k_ft_in1k", {}),
+    "deit_s": ("deit_small_patch16_224.fb_in1k", {}),
+    "convit_s": ("convit_small.fb_in1k", {}),
+    "xcit_s": ("xcit_small_12_p16_224.fb_in1k", {}),
+    "swin_t": ("swin_tiny_patch4_window7_224.ms_in1k", {}),
+    "swin_s": ("swin_small_patch4_window7_224.ms_in1k", {}),
+    "swin_b": ("swin_base_patch4_window7_224.ms_in22k_ft_in1k", {}),
+    "swin_l": ("swin_large_patch4_window7_224.ms_in22k_ft_in1k", {}),
 }
 #: CPU-sized stand-ins of the same families (random init, 64x64 input), for the demo profile.
 TINY_BACKBONES: dict[str, tuple[str, dict]] = {
@@ -42,6 +51,11 @@ TINY_BACKBONES: dict[str, tuple[str, dict]] = {
     "tiny_swin_l": ("swin_tiny_patch4_window7_224", dict(patch_size=8, window_size=4, embed_dim=96, depths=(2, 4), num_heads=(6, 12))),
 }
 BACKBONES = {**PAPER_BACKBONES, **TINY_BACKBONES}
+
+
+def paper_backbone_tags() -> dict[str, str]:
+    """alias -> the exact timm ``name.tag`` of each paper backbone (the weights ``pretrained=True`` loads)."""
+    return {alias: name for alias, (name, _) in PAPER_BACKBONES.items()}
 
 
 @dataclass
@@ -98,9 +112,7 @@ def build_backbone(name: str, pretrained: bool = False, checkpoint: str | Path |
     elif name in TINY_BACKBONES:
         kw["img_size"] = 64
     if checkpoint is not None:
-        checkpoint = Path(checkpoint)
-        if not checkpoint.is_file():
-            raise FileNotFoundError(f"backbone checkpoint not found: {checkpoint}")
+        checkpoint = checkpoint_file(checkpoint, timm_name)
         overlay = {"file": str(checkpoint)}
         if checkpoint.suffix != ".npz":
             overlay["custom_load"] = False
@@ -126,6 +138,27 @@ def build_backbone(name: str, pretrained: bool = False, checkpoint: str | Path |
     size = kw.get("img_size") or cfg.get("input_size", (3, 224, 224))[-1]
     return Backbone(model, model.num_features, tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
                     tuple(cfg.get("std", (0.229, 0.224, 0.225))), timm_name, int(size))
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".bin", ".npz")
+
+
+def checkpoint_file(checkpoint: str | Path, timm_name: str) -> Path:
+    """``checkpoint`` itself when it is a file; for a folder, the file in it named by the timm model
+    (``swin_base_patch4_window7_224.ms_in22k_ft_in1k.safetensors``, or without the tag), so one folder
+    serves every backbone of a grid."""
+    p = Path(checkpoint)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        names = [timm_name, timm_name.split(".")[0]]
+        for n in dict.fromkeys(names):
+            for suf in WEIGHT_SUFFIXES:
+                if (p / f"{n}{suf}").is_file():
+                    return p / f"{n}{suf}"
+        raise FileNotFoundError(f"backbone checkpoint folder {p} has no weights for {timm_name}: looked for "
+                                f"{' or '.join(dict.fromkeys(names))} with suffix {', '.join(WEIGHT_SUFFIXES)}")
+    raise FileNotFoundError(f"backbone checkpoint not found: {p}")
 
 
 def _force_hub_offline() -> None:

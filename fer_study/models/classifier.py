@@ -1,7 +1,18 @@
 """The composed classifier of the paper (Fig. 1b/c, Eq. 1, Table 2).
 
     input -> [STN before SR] -> up (bilinear | f_sr) -> [STN after SR] -> down (LTR | bilinear | none)
-          -> normalise -> backbone -> head
+          -> backbone -> head
+
+Normalisation (``normalise``) with the backbone's mean/std (from its pretrained config):
+``input`` (default, the authors' order): the image their data loader normalised is normalised
+first, so the STN and the resizer see normalised images and the resizer's output goes straight
+into the backbone. That image is the cached SR image (``up=sr``) or the 48 px input (``up=bilinear``;
+normalising commutes with the bilinear upscaling up to rounding). Where SR runs inside the model
+(raw input with an ``sr`` module, e.g. an STN before SR), SR consumes [0, 1] images and the
+normalisation follows SR. ``backbone``: everything runs on [0, 1] images and the normalisation sits
+just before the backbone (this project's earlier order; it divides the resizer's residual by std,
+i.e. amplifies it about 4.4x). :meth:`NeuralResizerClassifier.resize` returns the backbone's input
+either way; :meth:`NeuralResizerClassifier.denormalise` maps it back to [0, 1] image space.
 
 Table 2 settings as :class:`ModelConfig` values:
 (a) up=bilinear, down=none    vanilla: bilinear upscaling straight to the backbone size
@@ -17,45 +28,67 @@ parameters are frozen and, unless an STN sits before it, it runs under ``no_grad
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fer_study.models.backbones import build_backbone, count_parameters, make_head
+from fer_study.errors import ConfigError
+from fer_study.models.backbones import BACKBONES, build_backbone, count_parameters, make_head
 from fer_study.models.resizer import LearnToResize
 from fer_study.models.stn import STN
+from fer_study.overrides import check_fields, check_paths, option
+
+HUB_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
+
+
+def _check_backbone(name: str) -> None:
+    """An alias of :data:`BACKBONES` or a model name timm knows (hub references are not looked up)."""
+    if name in BACKBONES or name.startswith(HUB_PREFIXES):
+        return
+    import timm
+
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, list(BACKBONES) + timm.list_models(), n=3, cutoff=0.6)
+    hint = "; did you mean " + " or ".join(map(repr, close)) + "?" if close else ""
+    raise ConfigError(f"model.backbone={name}: expected an alias ({', '.join(BACKBONES)}) or a timm model name{hint}")
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "swin_s"
-    num_classes: int = 8
-    up: str = "sr"  # "bilinear" | "sr"
-    down: str = "ltr"  # "ltr" | "bilinear" | "none"
+    # allowed values are declared per field (fer_study.overrides.option) and checked by validate()
+    backbone: str = "swin_s"  # an alias of models.backbones.BACKBONES or a timm model name
+    num_classes: int = option(8, choices=(7, 8))
+    up: str = option("sr", choices=("bilinear", "sr"))
+    down: str = option("ltr", choices=("ltr", "bilinear", "none"))
     stn: bool = False
-    stn_placement: str = "after_sr"  # "after_sr" (authors' code) | "before_sr"
-    input_size: int = 48
-    sr_size: int = 384
-    img_size: int | None = None  # backbone input; None: the backbone's own (224, tiny: 64)
-    head: str = "mlp"  # "mlp" (authors') | "linear"
-    ltr_n: int = 16
-    ltr_r: int = 1
+    stn_placement: str = option("after_sr", choices=("after_sr", "before_sr"))  # after_sr: the authors' code
+    input_size: int = option(48, ge=1)
+    sr_size: int = option(384, ge=1)
+    img_size: int | None = option(None, ge=1)  # backbone input; None: the backbone's own (224, tiny: 64)
+    head: str = option("mlp", choices=("mlp", "linear"))  # mlp: the authors'
+    ltr_n: int = option(16, ge=1)
+    ltr_r: int = option(1, ge=1)
     pretrained: bool = False
-    checkpoint: str | None = None
-    stem: str = "patch"  # "patch" (the backbone's own) | "conv" (conv stem, CPU stand-ins)
+    checkpoint: str | None = option(None, path="file_or_dir")  # a weights file, or a folder of them
+    stem: str = option("patch", choices=("patch", "conv"))  # patch: the backbone's own; conv: CPU stand-ins
     backbone_kwargs: dict = field(default_factory=dict)
+    normalise: str = option("input", choices=("input", "backbone"))  # input: the authors' (see the module doc)
+    stn_align_corners: bool = True  # the authors' STN grid convention; False: the other one
 
-    def validate(self) -> None:
-        if self.up not in ("bilinear", "sr"):
-            raise ValueError(f"up must be bilinear or sr, not {self.up!r}")
-        if self.down not in ("ltr", "bilinear", "none"):
-            raise ValueError(f"down must be ltr, bilinear or none, not {self.down!r}")
+    def validate(self, check_files: bool | Collection[str] = True) -> None:
+        """Types, choices and ranges of every field (:class:`ConfigError` naming ``model.KEY``, the value
+        and what was expected), the backbone name, and ``checkpoint`` existing as a file (``check_files``:
+        True, False or the keys to check, e.g. ``{"model.checkpoint"}``)."""
+        check_fields(self, "model.")
         if self.down == "none" and self.up == "sr":
-            raise ValueError("up=sr needs a downsizer (ltr or bilinear) to reach the backbone size")
-        if self.stn_placement not in ("after_sr", "before_sr"):
-            raise ValueError(f"stn_placement must be after_sr or before_sr, not {self.stn_placement!r}")
+            raise ConfigError("model.down=none: up=sr needs a downsizer (ltr or bilinear) to reach the backbone size")
+        _check_backbone(self.backbone)
+        check_paths(self, "model.", check_files)
 
     @property
     def input_kind(self) -> str:
@@ -81,7 +114,8 @@ class NeuralResizerClassifier(nn.Module):
         self.stn = None
         if cfg.stn:
             self.stn = STN(3, cfg.input_size if cfg.stn_placement == "before_sr" else
-                           (cfg.sr_size if cfg.up == "sr" or cfg.down == "ltr" else self.img_size))
+                           (cfg.sr_size if cfg.up == "sr" or cfg.down == "ltr" else self.img_size),
+                           align_corners=cfg.stn_align_corners)
         self.sr = sr
         if sr is not None:
             for p in sr.parameters():
@@ -103,23 +137,39 @@ class NeuralResizerClassifier(nn.Module):
         with torch.no_grad():
             return self.sr(x)
 
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] image space -> the backbone's normalised space, ``(x - mean) / std``."""
+        return (x - self.mean) / self.std
+
+    def denormalise(self, x: torch.Tensor) -> torch.Tensor:
+        """A backbone input (:meth:`resize`) -> [0, 1] image space (not clamped), for figures."""
+        return x * self.std + self.mean
+
     def resize(self, x: torch.Tensor) -> torch.Tensor:
-        """Everything before normalisation: the image the backbone sees (B, 3, img, img) in ~[0, 1]."""
+        """Everything before the backbone: its input (B, 3, img, img), normalised (see ``normalise``
+        in the module doc). ``x``: (B, 1|3, H, W) in [0, 1]."""
         c = self.cfg
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
+        early = c.normalise == "input"
+        online_sr = c.up == "sr" and x.shape[-1] != c.sr_size  # SR inside the model: it needs [0, 1]
+        if early and not online_sr:
+            x = self.normalise(x)
         if self.stn is not None and c.stn_placement == "before_sr":
             x = self.stn(x)
         x = self._up(x)
+        if early and online_sr:
+            x = self.normalise(x)
         if self.stn is not None and c.stn_placement == "after_sr":
             x = self.stn(x)
         if self.resizer is not None:  # channels_last inside the CNN, plain NCHW for the transformer
-            return self.resizer(x.contiguous(memory_format=torch.channels_last)).contiguous()
-        return F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
+            x = self.resizer(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        else:
+            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
+        return x if early else self.normalise(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (self.resize(x) - self.mean) / self.std
-        return self.head(self.backbone(x))
+        return self.head(self.backbone(self.resize(x)))
 
     def cnn_channels_last_(self) -> NeuralResizerClassifier:
         """channels_last memory for the convolutional parts (resizer, STN); the transformer stays NCHW."""

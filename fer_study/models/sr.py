@@ -9,8 +9,13 @@ Backends
               written by ``fer-study sr train``.
 ``bicubic`` / ``bilinear``  the deterministic T of the ablations (no weights).
 
-Input: (B, 1|3, H, W) uint8 or float in [0, 1]. Output: float in [0, 1] at ``out_size``, with the
-input's channel count (grayscale in -> grayscale out, the mean of an RGB model's output).
+Input: (B, 1|3, H, W) uint8 or float in [0, 1]. Output: float in [0, 1] at ``out_size``. An RGB-output
+network (DIC, most spandrel models) keeps its three channels, as the authors fed DIC's RGB output to
+the classifier (grayscale input is repeated to RGB for it); grayscale-output backends (bicubic /
+bilinear on grayscale input, a 1-channel ``facesr``) give one channel (three for RGB input):
+:meth:`SuperResolver.output_channels`. RGB-output backends carry ``rgb_output`` in
+:meth:`SuperResolver.identity`, so SR cache entries written when their output was averaged to gray
+are never reused.
 The network is frozen (``requires_grad=False``, eval mode) and never trained by the classifier.
 
 ``precision``: ``fp32`` (default; on CUDA cuDNN's default TF32 convolutions) or ``bf16`` (autocast,
@@ -57,7 +62,8 @@ class SuperResolver(nn.Module):
         self.backend, self.out_size, self.precision = backend, out_size, precision
         self.weights = None if weights is None else Path(weights)
         self.net: nn.Module | None = None
-        self.channels = 3
+        self.channels = 3  # the network's input channels
+        self.net_out_channels: int | None = None  # the network's output channels (None: no network)
         if backend in ("dic", "spandrel", "facesr"):
             if self.weights is None or not self.weights.is_file():
                 hint = {
@@ -70,12 +76,14 @@ class SuperResolver(nn.Module):
                 from fer_study.models.dic import load_dic
 
                 self.net = load_dic(self.weights)
+                self.net_out_channels = 3
             elif backend == "spandrel":
                 import spandrel
 
                 desc = spandrel.ModelLoader().load_from_file(str(self.weights))
                 self.net = desc.model
                 self.channels = desc.input_channels
+                self.net_out_channels = desc.output_channels
             else:
                 from fer_study.models.facesr import FaceSR
 
@@ -84,7 +92,7 @@ class SuperResolver(nn.Module):
                     raise ValueError(f"{self.weights} is not a facesr checkpoint")
                 self.net = FaceSR(**ck["config"])
                 self.net.load_state_dict(ck["state_dict"])
-                self.channels = ck["config"]["channels"]
+                self.channels = self.net_out_channels = ck["config"]["channels"]
             self.net.eval()
             for p in self.net.parameters():
                 p.requires_grad_(False)
@@ -96,7 +104,15 @@ class SuperResolver(nn.Module):
                  "weights_sha256": None if self.weights is None else file_sha256(self.weights)}
         if self.precision != "fp32" and self.net is not None:  # fp32 entries keep their original key
             ident["precision"] = self.precision
+        if self.net_out_channels == 3:  # was averaged to gray before: a new key (gray entries keep theirs)
+            ident["rgb_output"] = True
         return ident
+
+    def output_channels(self, in_channels: int) -> int:
+        """Channels of the output for ``in_channels`` input channels."""
+        if self.net_out_channels is None:
+            return in_channels
+        return 3 if self.net_out_channels == 3 or in_channels == 3 else self.net_out_channels
 
     def train(self, mode: bool = True) -> SuperResolver:  # frozen: the network stays in eval mode
         super().train(mode)
@@ -127,6 +143,6 @@ class SuperResolver(nn.Module):
                     y = self.net(xin.to(next(self.net.parameters()).dtype))
             if y.shape[-2:] != size:
                 y = F.interpolate(y.float(), size=size, mode="bicubic", align_corners=False, antialias=True)
-            if y.shape[1] != in_ch:
-                y = y.mean(1, keepdim=True) if in_ch == 1 else y.expand(-1, 3, -1, -1)
+            if y.shape[1] == 1 and in_ch == 3:  # a grayscale network on RGB input
+                y = y.expand(-1, 3, -1, -1)
         return y.float().clamp(0, 1)

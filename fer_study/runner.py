@@ -1,0 +1,148 @@
+"""The grid runner: plan the runs of one or all tables, execute each with papermill in its own
+process (``notebooks/01_train.ipynb``), skip finished runs, record failures, and write a manifest
+(:mod:`fer_study.runs`) that the report reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from fer_study.config import TrainConfig
+from fer_study.io import git_sha
+from fer_study.runs import Manifest, PlannedRun, Run, RunStore
+from fer_study.tables import TRAIN_NOTEBOOK, Cell, TableSpec, cell_config, tables_for
+
+
+@dataclass
+class Job:
+    """One unique run and the table cells it fills."""
+
+    config: TrainConfig
+    seed: int
+    cells: list[tuple[TableSpec, Cell]] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id()
+
+    @property
+    def run(self) -> Run:
+        return RunStore.of(self.config).run_for(self.config)
+
+    @property
+    def labels(self) -> list[str]:
+        return [f"{t.name}:{c.key}" for t, c in self.cells]
+
+
+def overridden_varied_keys(table: str, overrides: list[str]) -> list[str]:
+    """User overrides that replace a value the table varies between its cells (its rows then collapse)."""
+    varied = set().union(*(t.varies for t in tables_for(table)))
+    keys = [o.split("=", 1)[0] for o in overrides]
+    return [k for k in keys if k in varied or f"model.{k}" in varied]
+
+
+def plan(table: str, profile: str, seeds: list[int], overrides: list[str] | None = None) -> list[Job]:
+    """The unique runs of a grid (cells with identical configs share one run)."""
+    jobs: dict[str, Job] = {}
+    for spec in tables_for(table):
+        for cell in spec.cells:
+            for s in seeds:
+                cfg = cell_config(cell, profile, s, overrides)
+                job = jobs.setdefault(cfg.run_id(), Job(cfg, s))
+                job.cells.append((spec, cell))
+    return list(jobs.values())
+
+
+def _train_in_notebook(job: Job, env: dict[str, str]) -> tuple[bool, str]:
+    """Execute 01_train for ``job`` in a fresh process (papermill); True when the run finished."""
+    import subprocess
+
+    from fer_study.notebooks import KERNEL, notebook_path
+
+    run = job.run
+    run.path.mkdir(parents=True, exist_ok=True)
+    out_nb = run.file("01_train.executed.ipynb")
+    nb = notebook_path(TRAIN_NOTEBOOK)
+    params = json.dumps({"config_json": json.dumps(job.config.to_dict())})
+    code = ("import json, sys; from fer_study.notebooks import execute; "
+            "execute(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), kernel=sys.argv[4])")
+    r = subprocess.run([sys.executable, "-c", code, str(nb), str(out_nb), params, KERNEL], capture_output=True,
+                       text=True, env=env)
+    ok = r.returncode == 0 and run.is_finished()
+    if not ok:
+        run.write_failed_log(r.stdout[-20000:] + "\n" + r.stderr[-20000:])
+    return ok, str(run.path)
+
+
+def run_grid(table: str, profile: str, seeds: list[int], overrides: list[str] | None = None, dry_run: bool = False,
+             jobs: int = 1, devices: list[str] | None = None, log: Callable[[str], None] = print,
+             train: Callable[[Job, dict[str, str]], tuple[bool, str]] | None = None) -> dict[str, list[str]]:
+    """Execute each unique run once (skipping finished ones), ``jobs`` at a time, and record the grid
+    in a manifest. Returns {done, skipped, failed, planned} lists of run ids.
+
+    ``jobs`` runs that many processes at once (on a CPU each gets ``cpu_count // jobs`` threads);
+    ``devices`` (e.g. ``["cuda:0", "cuda:1"]``) spreads runs over GPUs, one process per device.
+    ``train`` replaces the papermill execution (an executor such as a cluster's).
+    """
+    overrides = list(overrides or [])
+    todo = plan(table, profile, seeds, overrides)
+    for k in overridden_varied_keys(table, overrides):
+        log(f"warning: --set {k} overrides a value {table} varies between its cells; those cells share one run")
+    store = RunStore.of(todo[0].config) if todo else RunStore()
+    manifest = Manifest(table, profile, list(seeds), overrides, git_sha=git_sha(),
+                        runs=[PlannedRun(j.run_id, j.seed, j.labels) for j in todo])
+    summary: dict[str, list[str]] = {"done": [], "skipped": [], "failed": [], "planned": []}
+    pending = []
+    for i, (job, entry) in enumerate(zip(todo, manifest.runs), 1):
+        state = job.run.state()
+        if state == "finished":
+            entry.state = "skipped"
+            summary["skipped"].append(job.run_id)
+            log(f"[{i}/{len(todo)}] skip (finished) {job.run_id}  <- {', '.join(job.labels)}")
+        elif dry_run:
+            summary["planned"].append(job.run_id)
+            log(f"[{i}/{len(todo)}] would run ({state}) {job.run_id}  <- {', '.join(job.labels)}")
+        else:
+            pending.append((i, job, entry))
+    if dry_run:
+        log(f"summary: {len(summary['skipped'])} finished, {len(summary['planned'])} to run (dry run: nothing "
+            "trained, no manifest written)")
+        return summary
+    store.write_manifest(manifest)
+    workers = len(devices) if devices else max(1, jobs)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    execute = train or _train_in_notebook
+
+    def work(item: tuple[int, Job, PlannedRun], slot: int) -> tuple[int, Job, PlannedRun, bool, float, str]:
+        i, job, entry = item
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if devices:
+            job.config.device = devices[slot % len(devices)]
+        elif workers > 1:
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        log(f"[{i}/{len(todo)}] start {job.run_id}  <- {', '.join(job.labels)}")
+        t = time.perf_counter()
+        ok, where = execute(job, env)
+        return i, job, entry, ok, time.perf_counter() - t, where
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        futures = [ex.submit(work, item, k) for k, item in enumerate(pending)]
+        for n_done, f in enumerate(futures, 1):
+            i, job, entry, ok, dt, where = f.result()
+            entry.state = "done" if ok else "failed"
+            store.write_manifest(manifest)
+            summary["done" if ok else "failed"].append(job.run_id)
+            eta = (time.perf_counter() - t0) / n_done * (len(pending) - n_done)
+            if ok:
+                log(f"[{i}/{len(todo)}] done in {dt:.0f} s {job.run_id} ({n_done}/{len(pending)}, ETA {eta:.0f} s)")
+            else:
+                log(f"[{i}/{len(todo)}] FAILED after {dt:.0f} s {job.run_id} (see {where}/failed.log)")
+    log(f"summary: {len(summary['done'])} done, {len(summary['skipped'])} skipped, {len(summary['failed'])} failed; "
+        f"manifest {manifest.path}")
+    return summary

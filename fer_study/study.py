@@ -1,0 +1,114 @@
+"""The study's multi-step commands: SR training and evaluation from a data source, the report
+(tables and figures notebooks), and the demo (everything on SynthFER). The CLI's subcommands and
+``fer-study demo`` call these same functions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from fer_study.io import environment, write_json, write_text
+from fer_study.notebooks import run_notebook
+from fer_study.tables import DATA_NOTEBOOK, FIGURES, TABLES
+
+#: Seeds a grid or a report uses when none are given.
+DEFAULT_SEEDS = {"demo": [0, 1], "paper": [1111]}
+DEMO_SYNTHFER = "data/synthfer"
+DEMO_RAFDB = "data/synthfer_rafdb"
+DEMO_FACESR = "cache/facesr/facesr.pt"
+DEMO_SR_EVAL = "results/sr/facesr_eval_synthfer"
+
+
+def _pairs(data: str | None, folder: str | None, scale: int):
+    from fer_study.sr_train import folder_pairs, synthfer_pairs
+
+    return synthfer_pairs(data, 48 * scale) if folder is None else folder_pairs(folder, scale=scale)
+
+
+def sr_train(out: str | Path, data: str | None = DEMO_SYNTHFER, folder: str | None = None, scale: int = 2,
+             holdout: float = 0.15, seed: int = 0, steps: int = 300, batch_size: int = 16, nf: int = 32,
+             blocks: int = 4) -> dict:
+    """Train facesr on (LR, HR) pairs of SynthFER's renders or of a folder of faces (held-out part kept out)."""
+    from fer_study.sr_train import split_pairs, train_facesr
+
+    lr, hr = _pairs(data, folder, scale)
+    tr, _ = split_pairs(len(lr), holdout, seed)
+    return train_facesr(lr[tr], hr[tr], Path(out), steps=steps, batch_size=batch_size, seed=seed, nf=nf,
+                        blocks=blocks)
+
+
+def sr_eval(models: list[str], out: str | Path | None = None, data: str | None = DEMO_SYNTHFER,
+            folder: str | None = None, scale: int = 2, holdout: float = 0.15, seed: int = 0,
+            log: Callable[[str], None] = print) -> dict:
+    """PSNR/SSIM of bicubic, bilinear and each ``BACKEND=WEIGHTS`` model on the held-out pairs; writes
+    OUT.json and OUT.md when ``out`` is given."""
+    from fer_study.models.sr import SuperResolver
+    from fer_study.sr_train import evaluate_sr, split_pairs
+
+    lr, hr = _pairs(data, folder, scale)
+    _, ho = split_pairs(len(lr), holdout, seed)
+    size = hr.shape[-1]
+    resolvers = {"bicubic": SuperResolver("bicubic", out_size=size), "bilinear": SuperResolver("bilinear", out_size=size)}
+    for spec in models:
+        backend, _, w = spec.partition("=")
+        resolvers[backend if backend not in resolvers else spec] = SuperResolver(backend, w or None, out_size=size)
+    res = evaluate_sr(lr[ho], hr[ho], resolvers)
+    source = "SynthFER (synthetic)" if folder is None else str(folder)
+    result = {"data": source, "holdout_images": int(len(ho)), "lr_size": int(lr.shape[-1]), "hr_size": int(size),
+              "results": res, "env": environment()}
+    lines = [f"SR evaluation on {len(ho)} held-out images of {source} ({lr.shape[-1]} -> {size})", "",
+             "| method | PSNR (dB) | SSIM |", "|---|---|---|"]
+    lines += [f"| {k} | {v['psnr']:.2f} ± {v['psnr_std']:.2f} | {v['ssim']:.4f} ± {v['ssim_std']:.4f} |"
+              for k, v in res.items()]
+    log("\n".join(lines))
+    if out:
+        write_json(Path(out).with_suffix(".json"), result)
+        write_text(Path(out).with_suffix(".md"), "\n".join(lines) + "\n")
+        log(f"written: {Path(out).with_suffix('.json')} and .md")
+    return result
+
+
+def report(profile: str, seeds: list[int] | None = None, overrides: list[str] | None = None,
+           log: Callable[[str], None] = print) -> bool:
+    """Execute the table notebooks and the figure notebooks over the trained runs (in place)."""
+    params = {"profile": profile, "seeds": list(seeds or []), "overrides": list(overrides or [])}
+    ok = True
+    names = [t.notebook for t in TABLES.values()] + [f.notebook for f in FIGURES.values()]
+    for k, name in enumerate(names, 1):
+        log(f"[{k}/{len(names)}] {name}")
+        p = params if name != FIGURES["explore"].notebook else {"profile": profile, "overrides": params["overrides"]}
+        ok &= run_notebook(name, p, log=log)
+    log("tables: results/tables/table{1,2,3,4}.{csv,md,tex}; figure: figures/figure2.{png,pdf}")
+    return ok
+
+
+def demo(n: int = 1500, seeds: list[int] | None = None, jobs: int = 3, sr_steps: int = 200,
+         log: Callable[[str], None] = print) -> bool:
+    """The whole study on SynthFER, CPU-sized (``make demo``)."""
+    from fer_study.data.synth import ensure, write_rafdb_layout
+    from fer_study.runner import run_grid
+
+    seeds = list(seeds or DEFAULT_SEEDS["demo"])
+    t0 = time.perf_counter()
+    log(f"== 1/6 SynthFER ({n} images, seed 0) and its RAF-DB-layout twin")
+    ensure(DEMO_SYNTHFER, n=n, seed=0)
+    raf = Path(DEMO_RAFDB)
+    if not (raf / "basic" / "EmoLabel" / "list_patition_label.txt").exists():
+        ensure(raf / "src", n=n, seed=1)
+        write_rafdb_layout(raf / "src", raf / "basic", seed=1)
+    log("== 2/6 facesr (x2) trained on SynthFER's renders, evaluated against bicubic")
+    if not Path(DEMO_FACESR).exists():
+        sr_train(DEMO_FACESR, steps=sr_steps)
+    sr_eval([f"facesr={DEMO_FACESR}"], out=DEMO_SR_EVAL, log=log)
+    log(f"== 3/6 {DATA_NOTEBOOK}")
+    ok = run_notebook(DATA_NOTEBOOK, {"synth_n": n}, log=log)
+    log(f"== 4/6 Tables 1-4 on the demo profile, seeds {seeds} (one papermill process per run)")
+    s = run_grid("all", "demo", seeds, jobs=jobs, log=log)
+    log("== 5/6 tables and Figure 2")
+    ok &= report("demo", seeds, log=log)
+    log(f"== 6/6 done in {time.perf_counter() - t0:.0f} s")
+    log("written: results/tables/table{1,2,3,4}.{csv,md,tex}, figures/figure2.{png,pdf}, figures/data_*.png, "
+        f"{DEMO_SR_EVAL}.{{json,md}}, notebooks/*.ipynb (executed), results/runs/ (per run)")
+    log("All demo numbers are on SynthFER (synthetic) with CPU-sized models; the paper's numbers are shown beside them.")
+    return ok and not s["failed"]
