@@ -341,3 +341,43 @@ def test_rafdb_images_keep_their_colour(synth_root, tmp_path):
     assert x.shape[1] == 3 and not torch.equal(x[:, 0], x[:, 1])
     grey = make_config("demo", {**base, "rafdb_grey": True})
     assert model_inputs(grey, load_splits(grey), torch.device("cpu"), progress=False)["test"].images.shape[1] == 1
+
+
+def test_authors_schedule_decays_in_epoch_15_like_their_code():
+    """The authors call StepLR(15, 0.25).step() at the start of each epoch: the first decay applies in
+    epoch 15 (index 14), the second in epoch 30. The paper's schedule decays every 10 epochs."""
+    from fer_study.config import make_config
+    from fer_study.training.optim import make_scheduler
+
+    def lrs(schedule: str) -> list[float]:
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.Adam([p], lr=1.0)
+        sched = make_scheduler(make_config("paper", {"schedule": schedule}), opt, 10)
+        out = []
+        for _ in range(31):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()  # once per epoch, after it
+        return out
+
+    authors = lrs("authors")
+    ref_opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    ref = torch.optim.lr_scheduler.StepLR(ref_opt, 15, 0.25)
+    theirs = []
+    for _ in range(31):  # their loop: scheduler.step() first, then the epoch
+        ref.step()
+        theirs.append(ref_opt.param_groups[0]["lr"])
+    assert authors == pytest.approx(theirs)
+    assert authors[13] == 1.0 and authors[14] == 0.25 and authors[29] == 0.0625
+    paper = lrs("paper")
+    assert paper[9] == 1.0 and paper[10] == 0.25 and paper[20] == 0.0625
+
+
+def test_last_partial_batch_is_kept_like_the_authors_dataloader():
+    from fer_study.training.loop import epoch_batches
+
+    assert epoch_batches(10, 4, drop_last=False) == [(0, 4), (4, 8), (8, 10)]
+    assert epoch_batches(10, 4, drop_last=True) == [(0, 4), (4, 8)]
+    assert epoch_batches(9, 4, drop_last=False) == [(0, 4), (4, 8)]  # one image: BatchNorm cannot train on it
+    assert epoch_batches(10, 4, drop_last=False, world=2) == [(0, 4), (4, 8)]  # DDP: equal step counts
+    assert sum(e - s for s, e in epoch_batches(25045, 64, drop_last=False)) == 25045  # FERPlus train, every image
