@@ -9,14 +9,14 @@ STAMP  := $(VENV)/.fer-study-installed
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
 
-env: $(STAMP)  ## create .venv, install the package, register the Jupyter kernel, enable nbdime
+env: $(STAMP)  ## create .venv, install the package, register the Jupyter kernel, enable nbdime diffs (.gitconfig)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name fer-study --display-name "fer-study (Python 3.11)"
-	-$(BIN)/nbdime config-git --enable
+	-git config --local include.path ../.gitconfig  # notebook diffs via .venv's nbdime, from any shell (.gitconfig)
 	touch $(STAMP)
 
 demo: $(STAMP)  ## run the whole study on the embedded SynthFER data set (CPU-sized)
@@ -24,7 +24,7 @@ demo: $(STAMP)  ## run the whole study on the embedded SynthFER data set (CPU-si
 
 test: $(STAMP)  ## ruff + pytest (unit tests and nbval notebook regression)
 	$(BIN)/ruff check fer_study tests scripts
-	FER_STUDY_TABLES_DIR=$$(mktemp -d) $(BIN)/python -m pytest -q tests --nbval-lax \
+	FER_STUDY_SCRATCH=$$(mktemp -d) $(BIN)/python -m pytest -q tests --nbval-lax --nbval-current-env \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg $$($(BIN)/python -m fer_study.tables --nbval)
 
 lint: $(STAMP)  ## ruff only

@@ -24,6 +24,9 @@ def _cmd_data_counts(a: argparse.Namespace) -> int:
     else:
         for split, d in out["splits"].items():
             print(f"{split:6s} {d['total']:6d}  " + "  ".join(f"{k}={v}" for k, v in d["per_class"].items()))
+            dropped = {k: v for k, v in (d.get("dropped") or {}).items() if v}
+            if dropped:
+                print(f"{'':6s} dropped by the label mode: " + "  ".join(f"{k}={v}" for k, v in dropped.items()))
     return 0
 
 
@@ -194,7 +197,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
             flags = [f"--{f.replace('_', '-')}" for f, d in slurm_flags.items() if d in given] + ["--wait"] * a.wait
             raise ConfigError(f"{', '.join(flags)}: only with --executor slurm")
         s = run_grid(a.table, a.profile, seeds, overrides=a.set or [], dry_run=a.dry_run, jobs=a.jobs,
-                     devices=a.devices)
+                     devices=a.devices, retrain_stale=a.retrain_stale)
         return 1 if s["failed"] else 0
     from fer_study.executors import SlurmSettings, submit_grid, wait
 
@@ -205,7 +208,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
         if bad:
             raise ConfigError(f"--slurm {bad[0]}: expected KEY=VALUE (e.g. account=myproj)")
         given["extra"] = dict(kv.split("=", 1) for kv in given["extra"])
-    sub = submit_grid(a.table, a.profile, seeds, a.set or [], SlurmSettings(**given), dry_run=a.dry_run)
+    sub = submit_grid(a.table, a.profile, seeds, a.set or [], SlurmSettings(**given), dry_run=a.dry_run,
+                      retrain_stale=a.retrain_stale)
     return 1 if a.wait and wait(sub)["failed"] else 0
 
 
@@ -250,14 +254,29 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fer-study", description=(
+    class Help(argparse.ArgumentDefaultsHelpFormatter):
+        """--help shows each option's default, except where there is none (None, off) or the help says it."""
+
+        def _get_help_string(self, action: argparse.Action) -> str:
+            if action.default in (None, False, []) or "default" in (action.help or ""):
+                return action.help or ""
+            return super()._get_help_string(action)
+
+    class Parser(argparse.ArgumentParser):
+        def __init__(self, *args, **kwargs) -> None:
+            kwargs.setdefault("formatter_class", Help)
+            super().__init__(*args, **kwargs)
+
+    p = Parser(prog="fer-study", epilog="First run: `make demo` (or `fer-study demo`) generates SynthFER and "
+               "trains everything on CPU; `fer-study data synth --out data/synthfer` makes the data alone.",
+               description=(
         "Reproducible study of 'Vision Transformer Equipped with Neural Resizer on FER' (ICASSP 2022)."))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = sub.add_parser("data", help="data sets: counts, PDLS priors, SynthFER generation")
     dsub = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     c = dsub.add_parser("counts", help="per-split and per-class image counts")
-    c.add_argument("--dataset", choices=["ferplus", "rafdb"], required=True)
+    c.add_argument("--dataset", choices=["ferplus", "rafdb"], required=True, help="which reader")
     c.add_argument("--root", help="data root (FERPlus: fer2013*.csv or FER2013Train/...; RAF-DB: basic/)")
     c.add_argument("--labels", help="RAF-DB: path of list_patition_label.txt (instead of ROOT/EmoLabel/...)")
     c.add_argument("--label-mode", default="majority",
@@ -266,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--classes", type=int, default=8, choices=[7, 8], help="FERPlus: 8 or 7 (contempt dropped)")
     c.add_argument("--vote-source", default="auto", choices=["auto", "label.csv", "fer2013new.csv"],
                    help="FERPlus folder form: where the votes come from")
-    c.add_argument("--json", action="store_true", help="print JSON")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
     c.set_defaults(func=_cmd_data_counts)
 
     pr = dsub.add_parser("prior", help="print (and save) a PDLS prior distribution d")
@@ -278,17 +297,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_cmd_data_prior)
 
     sy = dsub.add_parser("synth", help="generate the SynthFER data set (FERPlus formats)")
-    sy.add_argument("--out", required=True)
-    sy.add_argument("--n", type=int, default=2000)
-    sy.add_argument("--seed", type=int, default=0)
+    sy.add_argument("--out", required=True, help="folder to write (e.g. data/synthfer, the demo profile's root)")
+    sy.add_argument("--n", type=int, default=2000, help="images to generate")
+    sy.add_argument("--seed", type=int, default=0, help="generator seed (the data set is deterministic per seed)")
     sy.add_argument("--hr-size", type=int, default=192, help="render size of the high-resolution faces")
-    sy.add_argument("--n-hr", type=int, default=None, help="how many HR renders to keep (default min(n, 3000))")
+    sy.add_argument("--n-hr", type=int, default=None, help="how many HR renders to keep (default: min(n, 3000))")
     sy.add_argument("--imbalance", type=float, default=1.0, help="exponent on FERPlus class frequencies")
     sy.add_argument("--rafdb-layout", help="also write an official-layout RAF-DB tree here")
     sy.add_argument("--force", action="store_true", help="overwrite an existing SynthFER folder")
     sy.set_defaults(func=_cmd_data_synth)
 
-    tr = sub.add_parser("train", help="train one run (resumes an interrupted run, skips a finished one)")
+    tr = sub.add_parser("train", help="train one run (resumes an interrupted run, skips a finished one)",
+                        description="Train one run. The demo profile reads SynthFER from data/synthfer: make it "
+                        "first with `fer-study data synth --out data/synthfer` (or run `make demo`, which also "
+                        "trains the facesr weights cache/facesr/facesr.pt; without them add --set sr_backend=bicubic "
+                        "--set sr_weights=none).")
     _add_profile(tr)
     tr.add_argument("--config", help="start from a run's config.json instead of a profile")
     tr.add_argument("--force", action="store_true", help="retrain a finished run (its directory is replaced)")
@@ -307,33 +330,36 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--folder", help="instead: any folder of face images (HR), LR made by bicubic downscale")
         q.add_argument("--scale", type=int, default=2, help="SR factor (48 -> 48*scale)")
         q.add_argument("--holdout", type=float, default=0.15, help="held-out fraction")
-        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--seed", type=int, default=0, help="seed of the held-out split (and of training)")
         q.set_defaults(func=fn)
     q = ssub.choices["train"]
-    q.add_argument("--out", default="cache/facesr/facesr.pt")
-    q.add_argument("--steps", type=int, default=300)
-    q.add_argument("--batch-size", type=int, default=16)
-    q.add_argument("--nf", type=int, default=32)
-    q.add_argument("--blocks", type=int, default=4)
-    q.add_argument("--force", action="store_true")
+    q.add_argument("--out", default="cache/facesr/facesr.pt", help="weights file to write (the demo profile reads "
+                   "this path)")
+    q.add_argument("--steps", type=int, default=300, help="optimiser steps")
+    q.add_argument("--batch-size", type=int, default=16, help="pairs per step")
+    q.add_argument("--nf", type=int, default=32, help="feature channels of facesr")
+    q.add_argument("--blocks", type=int, default=4, help="residual blocks of facesr")
+    q.add_argument("--force", action="store_true", help="overwrite an existing weights file")
     q = ssub.choices["eval"]
     q.add_argument("--model", action="append", default=[], metavar="BACKEND=WEIGHTS",
                    help="an SR model to compare, e.g. facesr=cache/facesr/facesr.pt (repeatable)")
     q.add_argument("--out", help="write OUT.json and OUT.md")
     q = ssub.add_parser("cache", help="super-resolve every split of a run config into the SR cache")
     _add_profile(q)
-    q.add_argument("--batch-size", type=int, default=32)
+    q.add_argument("--batch-size", type=int, default=32, help="images super-resolved at once")
     q.set_defaults(func=_cmd_sr_cache)
 
     from fer_study.tables import TABLES
 
-    ru = sub.add_parser("run", help="run a table's grid (01_train via papermill, one process per run)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ru = sub.add_parser("run", help="run a table's grid (01_train via papermill, one process per run)")
     ru.add_argument("table", choices=[*TABLES, "all"], help="which table's grid (all: Tables 1-4)")
     _add_profile(ru)
     ru.add_argument("--seeds", type=int, nargs="+", default=None,
                     help="seeds (default: 0 1 for demo, 1111 for paper)")
     ru.add_argument("--dry-run", action="store_true", help="list the runs (and which are finished) without training")
+    ru.add_argument("--retrain-stale", action="store_true",
+                    help="retrain finished runs whose data or weights files changed since they were trained "
+                         "(default: stop and list them)")
     ru.add_argument("--jobs", type=int, default=1, help="runs at once (CPU threads are split between them)")
     ru.add_argument("--devices", nargs="+", help="spread runs over these devices, one process each (e.g. cuda:0 cuda:1)")
     ru.add_argument("--executor", choices=["local", "slurm"], default="local",
@@ -366,18 +392,19 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=_cmd_report)
 
     de = sub.add_parser("demo", help="the whole study on SynthFER, CPU-sized (make demo)")
-    de.add_argument("--n", type=int, default=1500, help="SynthFER images")
+    de.add_argument("--n", type=int, default=3000, help="SynthFER images (split 50/10/40: about 1,200 test images)")
     de.add_argument("--jobs", type=int, default=3, help="training runs at once (overlaps kernel start-up)")
-    de.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of every grid cell")
+    de.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                    help="seeds of every grid cell (3: the fewest the significance test decides with)")
     de.add_argument("--sr-steps", type=int, default=200, help="facesr training steps")
     de.set_defaults(func=_cmd_demo)
 
     be = sub.add_parser("bench", help="throughput benchmark (writes results/bench/<device>-<date>.json/.md)")
-    be.add_argument("--device", default="auto")
+    be.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     be.add_argument("--backbone", default="swin_s", help="backbone alias or timm name (same for both pipelines)")
-    be.add_argument("--batch", type=int, default=64)
+    be.add_argument("--batch", type=int, default=64, help="images per training step")
     be.add_argument("--sr-size", type=int, default=384, help="size of the cached SR images")
-    be.add_argument("--warmup", type=int, default=3)
+    be.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     be.add_argument("--steps", type=int, default=10, help="timed blocks per pipeline (the median is reported)")
     be.add_argument("--block", type=int, help="training steps per timed block (default: 5 on CUDA, 1 on CPU)")
     be.add_argument("--compile", action="store_true", help="also time torch.compile (mode 'default')")
@@ -385,14 +412,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch.compile modes to time besides eager (default, reduce-overhead, ...)")
     be.add_argument("--no-amp", action="store_true", help="fp32 throughout (default: bf16 autocast on CUDA and on CPUs with native bf16)")
     be.add_argument("--no-baseline", action="store_true", help="skip the authors'-style PNG/DataLoader baseline")
-    be.add_argument("--baseline-images", type=int, default=256)
+    be.add_argument("--baseline-images", type=int, default=256, help="SR PNGs the authors'-style baseline decodes")
     be.add_argument("--sr-backends", nargs="+", default=["bicubic"], help="SR cache build timings (bicubic, dic)")
     be.add_argument("--sr-images", type=int, default=64, help="images timed per SR backend")
     be.add_argument("--sr-batch", type=int, default=32, help="SR cache build batch size")
     be.add_argument("--dic-weights", help="time DIC with these weights (random weights cost the same)")
-    be.add_argument("--stem", default="patch", choices=["patch", "conv"])
-    be.add_argument("--ltr-n", type=int, default=16)
-    be.add_argument("--out", default="results/bench")
+    be.add_argument("--stem", default="patch", choices=["patch", "conv"], help="backbone stem")
+    be.add_argument("--ltr-n", type=int, default=16, help="channels of the learn-to-resize CNN")
+    be.add_argument("--out", default="results/bench", help="folder of the JSON/Markdown results")
     be.set_defaults(func=_cmd_bench)
 
     mo = sub.add_parser("model", help="model utilities")

@@ -20,6 +20,7 @@ import torch
 
 from fer_study.errors import ConfigError
 from fer_study.models.classifier import ModelConfig
+from fer_study.models.sr import check_sr_weights
 from fer_study.overrides import check_fields, check_paths, option, parse_value, unknown_key
 
 #: Keys that do not change a run's result (excluded from the run id).
@@ -31,14 +32,17 @@ NON_RESULT_KEYS = ("device", "progress", "runs_dir", "cache_dir", "compile")
 #: last partial batch dropped, grey RAF-DB); it can be read, not retrained.
 LATER_KEYS: dict[str, Any] = {"sr_precision": "fp32", "pipeline": 1, "drop_last": True, "rafdb_grey": True,
                               "pdls_alpha": None}
-LATER_MODEL_KEYS: dict[str, Any] = {"normalise": "backbone", "stn_align_corners": False}
+LATER_MODEL_KEYS: dict[str, Any] = {"normalise": "backbone", "stn_align_corners": False,
+                                     # strictness decides whether a run trains, not what it computes
+                                     "checkpoint_strict": True}
 #: The pipeline version this code trains (see LATER_KEYS).
 PIPELINE = 2
 #: The data root field of each data set (``TrainConfig.data_root`` is the active one).
 ROOT_KEYS = {"ferplus": "ferplus_root", "rafdb": "rafdb_root", "synthfer": "synthfer_root"}
 #: Names of the augmentation presets (``fer_study.data.tensors.AUGMENTS``; a test keeps them equal).
 AUGMENT_NAMES = ("authors", "light", "none")
-SR_BACKENDS = ("dic", "spandrel", "facesr", "bicubic", "bilinear")
+#: ``oracle``: no network; the true high-resolution renders of SynthFER (the upper bound of f_sr)
+SR_BACKENDS = ("dic", "spandrel", "facesr", "bicubic", "bilinear", "oracle")
 
 
 @dataclass
@@ -54,7 +58,9 @@ class TrainConfig:
     max_train: int | None = option(None, ge=1)  # cap on training images (CPU runs)
     # f_sr (frozen, cached)
     sr_backend: str = option("dic", choices=SR_BACKENDS)
-    sr_weights: str | None = option(None, path="file")
+    sr_weights: str | None = option(None, path="file", note=(
+        "the demo's facesr weights are trained by `make demo` or `fer-study sr train`; DIC's come from "
+        "github.com/Maclory/Deep-Iterative-Collaboration; or --set sr_backend=bicubic --set sr_weights=none"))
     sr_precision: str = option("fp32", choices=("fp32", "bf16"))  # autocast while building the SR cache (in its key)
     # model
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -98,8 +104,11 @@ class TrainConfig:
     def validate(self, check_files: bool | Collection[str] = True) -> None:
         """Raise :class:`ConfigError` (key, value, what was expected) for a value outside its field's
         declared choices or range, an unknown backbone, a device this machine lacks or an inconsistent
-        combination; then check that ``sr_weights`` / ``model.checkpoint``, where set, exist as files
-        (``check_files``: True, False, or the keys to check). Nothing is loaded."""
+        combination; then, of the keys ``check_files`` selects (True, False, or the keys to check), that
+        ``sr_weights`` / ``model.checkpoint``, where set, exist and hold weights of the expected network
+        (their keys are read and compared with the network's: :func:`fer_study.models.sr.check_sr_weights`,
+        :meth:`ModelConfig.check_weights`) and that ``model.pretrained`` weights are cached or the hub is
+        reachable (seconds, not a minute of retries)."""
         check_fields(self)
         self.model.validate(check_files=False)
         _check_device(self.device)
@@ -109,8 +118,18 @@ class TrainConfig:
                                   "no contempt)")
             if self.prior != "psr":
                 raise ConfigError(f"prior={self.prior}: dataset=rafdb needs prior=psr (RAF-DB has no votes)")
+        if self.sr_backend == "oracle" and self.model.up == "sr":
+            if self.dataset != "synthfer":
+                raise ConfigError(f"sr_backend=oracle: only dataset=synthfer has true high-resolution renders, "
+                                  f"not dataset={self.dataset}")
+            if self.model.input_kind != "sr":
+                raise ConfigError("sr_backend=oracle: the renders replace the cached SR images; it cannot run "
+                                  "inside the model (model.stn_placement=before_sr)")
         check_paths(self, "", check_files)
-        check_paths(self.model, "model.", check_files)
+        if self.sr_weights is not None and (check_files is True or (not isinstance(check_files, bool)
+                                                                    and "sr_weights" in check_files)):
+            check_sr_weights(self.sr_backend, self.sr_weights)
+        self.model.check_weights(check_files)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,6 +20,7 @@ from typing import Any
 import submitit
 
 from fer_study.errors import ConfigError, RunError
+from fer_study.inputs import StaleRunError, run_inputs
 from fer_study.io import git_sha
 from fer_study.runner import Job, overridden_varied_keys, plan
 from fer_study.runs import CHECKPOINT, HISTORY, Manifest, PlannedRun, RunStore
@@ -187,10 +188,11 @@ def latest_jobs(store: RunStore, profile: str) -> dict[str, tuple[str | None, st
 
 def submit_grid(table: str, profile: str, seeds: list[int], overrides: list[str] | None = None,
                 settings: SlurmSettings | None = None, dry_run: bool = False, only: list[str] | None = None,
-                log: Callable[[str], None] = print) -> Submission:
+                log: Callable[[str], None] = print, retrain_stale: bool = False) -> Submission:
     """Submit every unfinished run of the grid as one job array (``only``: just these run ids), except
     runs whose last job is still alive; finished runs are skipped. Writes a manifest with each run's
-    job id (state ``submitted``) and returns without waiting (see :func:`wait`)."""
+    job id (state ``submitted``) and returns without waiting (see :func:`wait`). Finished runs whose
+    inputs changed stop the submission, as in :func:`fer_study.runner.run_grid`."""
     settings = settings or SlurmSettings()
     settings.validate()
     overrides = list(overrides or [])
@@ -207,10 +209,23 @@ def submit_grid(table: str, profile: str, seeds: list[int], overrides: list[str]
                         runs=[PlannedRun(j.run_id, j.seed, j.labels) for j in todo])
     summary: dict[str, list[str]] = {"submitted": [], "queued": [], "skipped": [], "planned": []}
     pending: list[tuple[Job, PlannedRun]] = []
+    stale: list[str] = []
+    fingerprints: dict = {}
     for i, (job, entry) in enumerate(zip(todo, manifest.runs), 1):
         state, jid = job.run.state(), previous.get(job.run_id, (None,))[0]
         where = f"[{i}/{len(todo)}] {{}} {job.run_id}  <- {', '.join(job.labels)}"
-        if state == "finished":
+        changed = job.run.input_changes(run_inputs(job.config, fingerprints)) if state == "finished" else []
+        if changed and not retrain_stale:
+            stale.append(f"{job.run_id} ({'; '.join(changed)})")
+            log(where.format(f"STALE ({'; '.join(changed)})"))
+        elif changed:
+            log(where.format(f"retrain (stale: {'; '.join(changed)})"))
+            if not dry_run:
+                shutil.rmtree(job.run.path)
+                pending.append((job, entry))
+            else:
+                summary["planned"].append(job.run_id)
+        elif state == "finished":
             entry.state = "skipped"
             summary["skipped"].append(job.run_id)
             log(where.format("skip (finished)"))
@@ -223,6 +238,10 @@ def submit_grid(table: str, profile: str, seeds: list[int], overrides: list[str]
             log(where.format(f"would submit ({state})"))
         else:
             pending.append((job, entry))
+    if stale and not dry_run:
+        raise StaleRunError(f"{len(stale)} finished run(s) were trained on other inputs, nothing was submitted: "
+                            f"{', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}. Re-run with "
+                            "--retrain-stale to retrain them, or restore the inputs.")
     if dry_run:
         log(f"summary: {len(summary['skipped'])} finished, {len(summary['queued'])} in a job, "
             f"{len(summary['planned'])} to submit (dry run: nothing submitted, no manifest written)")

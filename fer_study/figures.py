@@ -16,9 +16,18 @@ from fer_study.training.data import load_splits, model_inputs
 
 
 def run_inputs(run_dir: str | Path, split: str = "test") -> tuple[torch.nn.Module, TrainConfig, dict, object]:
-    """(model, config, {split: FERSplit}, DeviceData of ``split``) of a finished run (CPU)."""
+    """(model, config, {split: FERSplit}, DeviceData of ``split``) of a finished run (CPU). Only
+    ``split`` is read (FERPlus layouts; RAF-DB's valid split is carved from train, so all are read)."""
+    from fer_study.paths import rooted
+
     model, cfg = Run(Path(run_dir)).load_model()
-    splits = load_splits(cfg)
+    cfg = rooted(cfg)  # its data and weights paths are relative to the project root, not to notebooks/
+    if cfg.dataset in ("ferplus", "synthfer") and split != "train":
+        from fer_study.data.ferplus import load_ferplus
+
+        splits = {split: load_ferplus(cfg.data_root, split, cfg.label_mode, cfg.model.num_classes)}
+    else:
+        splits = load_splits(cfg)
     data = model_inputs(cfg, {split: splits[split]}, torch.device("cpu"), progress=False)[split]
     return model, cfg, splits, data
 
@@ -46,38 +55,62 @@ def resizer_views(model, x: torch.Tensor) -> dict[str, np.ndarray]:
             "diff": diff.numpy()}
 
 
+def describe_run(cfg: TrainConfig) -> str:
+    """A run's setting in words, for titles (no run id): data, backbone, up- and down-scaling."""
+    from fer_study.data.synth import is_synthetic
+    from fer_study.plots import data_label
+    from fer_study.tables import DEMO_BACKBONE
+
+    synthetic = cfg.dataset == "synthfer" or is_synthetic(cfg.data_root)
+    data = data_label(cfg.dataset) if cfg.dataset == "synthfer" or not synthetic else \
+        f"SynthFER (synthetic, {data_label(cfg.dataset)} layout)"
+    m = cfg.model
+    paper = {v: k for k, v in DEMO_BACKBONE.items()}.get(m.backbone)
+    backbone = f"{m.backbone} (CPU stand-in for {paper})" if paper else m.backbone
+    up = f"SR ({cfg.sr_backend})" if m.up == "sr" else m.up
+    down = {"ltr": "learn-to-resize", "none": "no resizer"}.get(m.down, m.down)
+    return f"{data}, {backbone}, {up} + {down}{' + STN' if m.stn else ''}"
+
+
 def figure2(run_dir: str | Path, n_more: int = 4, seed: int = 0, title: str | None = None) -> plt.Figure:
+    """(a) the bilinear resize, (b) the trained resizer's output, (c) their absolute difference and
+    (a') the bilinear resize of the 48 px face for one test face; below, the difference maps of
+    ``n_more`` other test faces. All difference maps share one colour scale and its colorbar."""
     model, cfg, splits, data = run_inputs(run_dir)
     if model.resizer is None:
         raise ValueError(f"run {Path(run_dir).name} has no learned resizer (down={cfg.model.down}); "
                          "Figure 2 needs a Neural Resizer run")
     rng = np.random.default_rng(seed)
+    n_more = max(0, min(n_more, len(data) - 1))
     idx = rng.choice(len(data), size=1 + n_more, replace=False)
     x = data.images[torch.as_tensor(idx)].float() / 255
     v = resizer_views(model, x)
     vmax = float(np.quantile(v["diff"], 0.995)) or 1.0
-    cols = max(4, n_more)
-    fig = plt.figure(figsize=(2.2 * cols, 5.0))
-    gs = fig.add_gridspec(2, cols)
+    classes = splits["test"].classes
+    fig = plt.figure(figsize=(7.0, 4.6 if n_more else 2.6), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.15, 1]) if n_more else (fig, None)
     skip = "bilinear of the SR image\n(the resizer's skip path)" if cfg.model.up == "sr" else "bilinear of the input"
-    panels = (("bilinear", f"(a) {skip}"), ("resizer", "(b) trained resizer"), ("diff", "(c) |(a) - (b)|"),
-              ("face48", "(a') bilinear of the 48 px face\n(the other reading of (a))"))
-    for j, (key, name) in enumerate(panels):
-        ax = fig.add_subplot(gs[0, j])
-        ax.imshow(v[key][0], cmap="magma" if key == "diff" else "gray",
-                  vmin=0, vmax=vmax if key == "diff" else 1)
+    panels = (("bilinear", f"(a) {skip}"), ("resizer", "(b) trained resizer"), ("diff", "(c) |(a) − (b)|"),
+              ("face48", "(a') bilinear of the\n48 px face"))
+    diff_axes = []
+    im = None
+    for ax, (key, name) in zip(top.subplots(1, 4), panels):
+        shown = ax.imshow(v[key][0], cmap="magma" if key == "diff" else "gray", vmin=0,
+                          vmax=vmax if key == "diff" else 1)
+        if key == "diff":
+            im = shown
+            diff_axes.append(ax)
         ax.set_title(name, fontsize=8)
-        ax.axis("off")
-    for j in range(n_more):
-        ax = fig.add_subplot(gs[1, j])
-        ax.imshow(v["diff"][1 + j], cmap="magma", vmin=0, vmax=vmax)
-        ax.set_title(f"{splits['test'].classes[int(data.labels[idx[1 + j]])]}", fontsize=8)
-        ax.axis("off")
-    from fer_study.data.synth import is_synthetic
-
-    synthetic = cfg.dataset == "synthfer" or is_synthetic(cfg.data_root)
-    fig.suptitle(title or f"Figure 2 (ours): {cfg.dataset}{' (synthetic)' if synthetic else ''}, "
-                 f"{cfg.model.backbone}, up={cfg.model.up}, down={cfg.model.down}, run {Path(run_dir).name}",
-                 fontsize=8)
-    fig.tight_layout()
+        ax.set_axis_off()
+    if bottom is not None:
+        axes = np.atleast_1d(bottom.subplots(1, n_more))
+        for j, ax in enumerate(axes):
+            ax.imshow(v["diff"][1 + j], cmap="magma", vmin=0, vmax=vmax)
+            ax.set_title(f"(c) of a {classes[int(data.labels[idx[1 + j]])]} face", fontsize=8)
+            ax.set_axis_off()
+        bottom.colorbar(im, ax=list(axes), shrink=0.9, label="every (c): |resizer − bilinear|\n(grey level, 0–1)")
+    else:
+        top.colorbar(im, ax=diff_axes, shrink=0.9, label="|resizer − bilinear|")
+    top.suptitle(title or f"Figure 2 (this study): what the trained resizer changes\n{describe_run(cfg)}, test faces",
+                 fontsize=9)
     return fig

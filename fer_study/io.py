@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -23,6 +24,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        from fer_study.paths import make_readable
+
+        make_readable(tmp)  # mkstemp's files are 0600; results are meant to be read by others
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -102,10 +106,47 @@ def _torch_runtime() -> dict[str, Any]:
     except (AttributeError, RuntimeError):  # pragma: no cover - older torch
         capability = None
     return {"torch_threads": torch.get_num_threads(), "torch_interop_threads": torch.get_num_interop_threads(),
-            "cpu_model": cpu_model(), "cpu_capability": capability,
+            "thread_env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ},
+            "cpu_model": cpu_model(), "cpu_capability": capability, "cpu_isa": cpu_isa_flags(),
+            "onednn": onednn_info(),
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "mkldnn_deterministic": bool(torch._C._get_mkldnn_deterministic()),
             "cudnn_deterministic": torch.backends.cudnn.deterministic,
             "cudnn_benchmark": torch.backends.cudnn.benchmark}
+
+
+#: Environment variables that set thread counts (recorded when set).
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_isa_flags() -> list[str]:
+    """The vector instruction sets of this CPU that oneDNN and torch's kernels choose between
+    (AVX2, AVX-512 variants, AMX), from /proc/cpuinfo; [] where it cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
+    return sorted(f for f in set(flags) if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
+
+
+@functools.lru_cache(maxsize=1)
+def onednn_info() -> dict[str, Any]:
+    """oneDNN's version (torch's build) and the ISA it dispatches to: the highest of
+    :func:`cpu_isa_flags` unless ``ONEDNN_MAX_CPU_ISA`` caps it."""
+    import re
+
+    import torch
+
+    m = re.search(r"MKL-DNN v([0-9.]+)", torch.__config__.show())
+    flags = cpu_isa_flags()
+    isa = ("avx512_core_amx" if "amx_tile" in flags else "avx512_core_bf16" if "avx512_bf16" in flags else
+           "avx512_core_vnni" if "avx512_vnni" in flags else "avx512_core" if "avx512f" in flags else
+           "avx2" if "avx2" in flags else "sse41/other")
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return {"version": m.group(1) if m else None, "enabled": torch.backends.mkldnn.is_available(),
+            "dispatch_isa": isa, "max_cpu_isa_env": cap}
 
 
 def environment(device: Any = None) -> dict[str, Any]:

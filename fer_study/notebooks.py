@@ -1,8 +1,16 @@
 """Executing the study's notebooks with papermill: the one place that does it.
 
-Notebooks run with ``notebooks/`` as the working directory on the project's kernel; each notebook
-finds the project root itself (:func:`fer_study.paths.use_project_root`), so the same notebook
-runs from JupyterLab, papermill (from any folder) and nbval alike.
+The kernel's working directory is the caller's (``fer-study`` is run from the project root), so the
+relative paths of a config mean in the notebook what they meant to the command. The notebooks do
+not depend on it: each resolves the project's folders against the project root itself
+(:mod:`fer_study.paths`) and never changes directory, so the same notebook runs from JupyterLab,
+papermill (from the repository root or ``notebooks/``) and nbval alike, and twice in a row.
+
+Notebooks run on the ``fer-study`` kernel (``make env`` registers it inside ``.venv``); where it is
+not registered, on this environment's ``python3`` kernel. Executed copies keep the parameters and
+lose papermill's and nbclient's timestamps and absolute paths, so that a re-run changes only what
+the results change. :func:`run_notebook` (``fer-study report``, ``fer-study demo``) passes
+``publish=True``: only then do the notebooks write the committed tables and figures.
 """
 
 from __future__ import annotations
@@ -12,35 +20,127 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fer_study.paths import project_root
+from fer_study.paths import make_readable, project_root
 
 #: The kernel the notebooks declare and papermill uses (``make env`` installs it into the venv).
-KERNEL = "python3"
+KERNEL = "fer-study"
+#: Used where :data:`KERNEL` is not registered (ipykernel's own kernel of this Python).
+FALLBACK_KERNEL = "python3"
+#: Notebook-level papermill keys kept in executed copies (the rest are times and absolute paths).
+KEEP_PAPERMILL = ("parameters", "default_parameters", "version")
 
 
 def notebook_path(name: str) -> Path:
     return project_root() / "notebooks" / f"{name}.ipynb"
 
 
+def kernel_name(kernel: str = KERNEL) -> str:
+    """``kernel`` when a kernel spec of that name is registered, else :data:`FALLBACK_KERNEL`."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    try:
+        KernelSpecManager().get_kernel_spec(kernel)
+        return kernel
+    except Exception:  # noqa: BLE001 - NoSuchKernel and broken specs alike
+        return FALLBACK_KERNEL
+
+
+def strip_volatile(nb: Any) -> Any:
+    """Remove what changes on every execution without a change of result: papermill's and nbclient's
+    timestamps, durations, status flags and absolute input/output paths (the parameters stay)."""
+    pm = nb.metadata.get("papermill")
+    if isinstance(pm, dict):
+        nb.metadata["papermill"] = {k: v for k, v in pm.items() if k in KEEP_PAPERMILL}
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+    return _renumber_widgets(nb)
+
+
+def _renumber_widgets(nb: Any) -> Any:
+    """Give the saved widgets ids numbered in creation order instead of random ones (the ids link the
+    widget state to the outputs; random ids would change every line that names one on each run)."""
+    import nbformat
+
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state")
+    if not state:
+        return nb
+    text = nbformat.writes(nb)
+    for i, old in enumerate(list(state)):
+        text = text.replace(old, f"{i + 1:032x}")
+    return nbformat.reads(text, as_version=4)
+
+
 def execute(source: str | Path, output: str | Path, parameters: dict[str, Any], cwd: str | Path | None = None,
             kernel: str = KERNEL, progress: bool = False) -> None:
-    """Execute ``source`` into ``output`` with ``parameters`` (Python values: lists stay lists).
-    Raises papermill's ``PapermillExecutionError`` (with the failing cell) when a cell fails."""
+    """Execute ``source`` into ``output`` with ``parameters`` (Python values: lists stay lists), the
+    kernel in ``cwd`` (default: this process's working directory). Raises papermill's
+    ``PapermillExecutionError`` (with the failing cell) when a cell fails; the output notebook is
+    written (and tidied) either way."""
+    import nbformat
     import papermill as pm
 
-    source = Path(source)
-    pm.execute_notebook(str(source), str(output), parameters=parameters, cwd=str(cwd or source.parent),
-                        kernel_name=kernel, progress_bar=progress, log_output=False)
+    from fer_study.io import atomic_write
+
+    source, output = Path(source), Path(output)
+    try:
+        pm.execute_notebook(str(source), str(output), parameters=parameters, cwd=str(cwd or Path.cwd()),
+                            kernel_name=kernel_name(kernel), progress_bar=progress, log_output=False)
+    finally:
+        if output.is_file():
+            nb = strip_volatile(nbformat.read(output, as_version=4))
+            atomic_write(output, lambda t: nbformat.write(nb, t))
+            make_readable(output)
+
+
+def train_config(profile: str, overrides: dict[str, Any] | list[str], config_json: str = ""):
+    """The config ``01_train`` trains: ``config_json`` as the grid runner planned it (its relative paths
+    mean what they meant to the runner, whose working directory the kernel shares); else the profile
+    with ``overrides``, where relative paths are the project root's also when the kernel runs in
+    ``notebooks/`` (JupyterLab, nbval; the run id then hashes the absolute data root)."""
+    import json
+
+    from fer_study.config import TrainConfig, make_config
+    from fer_study.paths import MODEL_PATH_FIELDS, PATH_FIELDS, at_root, rooted
+
+    if config_json:
+        return TrainConfig.from_dict(json.loads(config_json))
+    root = project_root()
+    if Path.cwd().resolve() == root:
+        return make_config(profile, overrides)
+    keys = set(PATH_FIELDS) | {f"model.{k}" for k in MODEL_PATH_FIELDS}
+
+    def fix(k: str, v: Any) -> Any:
+        return str(at_root(v, root)) if k in keys and isinstance(v, str) and v and v.lower() not in ("none", "null") \
+            else v
+
+    if isinstance(overrides, dict):
+        ov: dict[str, Any] | list[str] = {k: fix(k, v) for k, v in overrides.items()}
+    else:
+        ov = [f"{k}={fix(k, v)}" for k, _, v in (o.partition("=") for o in overrides)]
+    return rooted(make_config(profile, ov), root)
+
+
+def declared_parameters(path: str | Path) -> set[str]:
+    """The names of a notebook's parameters (its ``parameters`` cell)."""
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(path)))
 
 
 def run_notebook(name: str, parameters: dict[str, Any], log: Callable[[str], None] = print,
-                 output: str | Path | None = None) -> bool:
-    """Execute ``notebooks/NAME.ipynb`` (in place unless ``output``); log one line; True when it ran."""
+                 output: str | Path | None = None, publish: bool = True) -> bool:
+    """Execute ``notebooks/NAME.ipynb`` (in place unless ``output``); log one line; True when it ran.
+    ``publish`` (a notebook parameter, where the notebook declares it): write the committed tables
+    and figures instead of the scratch folder."""
     nb = notebook_path(name)
     t = time.perf_counter()
     log(f"running {nb.relative_to(project_root())} ...")
+    params = dict(parameters)
+    if "publish" in declared_parameters(nb):
+        params.setdefault("publish", publish)
     try:
-        execute(nb, output or nb, parameters)
+        execute(nb, output or nb, params)
     except Exception as e:  # noqa: BLE001 - papermill raises many kinds; the notebook keeps the traceback
         log(f"FAILED: {nb.name} after {time.perf_counter() - t:.0f} s: {type(e).__name__}: {str(e)[-2000:]}")
         return False

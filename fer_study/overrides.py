@@ -155,7 +155,9 @@ def check_paths(obj: Any, prefix: str = "", which: bool | Collection[str] = True
         if kind is None or v is None or not wanted:
             continue
         if not (Path(v).is_file() or (kind == "file_or_dir" and Path(v).is_dir())):
-            raise ConfigError(f"{key}={v}: no such file" + (" or folder" if kind == "file_or_dir" else ""))
+            note = f.metadata.get("note")
+            raise ConfigError(f"{key}={v}: no such file" + (" or folder" if kind == "file_or_dir" else "")
+                              + (f" ({note})" if note else ""))
 
 
 def is_dataclass_type(tp: Any) -> bool:

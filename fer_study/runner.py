@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -13,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from fer_study.config import TrainConfig
+from fer_study.inputs import StaleRunError, run_inputs
 from fer_study.io import git_sha
 from fer_study.runs import Manifest, PlannedRun, Run, RunStore
-from fer_study.tables import TRAIN_NOTEBOOK, Cell, TableSpec, cell_config, tables_for
+from fer_study.tables import TRAIN_NOTEBOOK, Cell, TableSpec, cell_applies, cell_config, tables_for
 
 
 @dataclass
@@ -51,6 +53,8 @@ def plan(table: str, profile: str, seeds: list[int], overrides: list[str] | None
     jobs: dict[str, Job] = {}
     for spec in tables_for(table):
         for cell in spec.cells:
+            if not cell_applies(cell, profile, overrides):
+                continue
             for s in seeds:
                 cfg = cell_config(cell, profile, s, overrides)
                 job = jobs.setdefault(cfg.run_id(), Job(cfg, s))
@@ -81,13 +85,18 @@ def _train_in_notebook(job: Job, env: dict[str, str]) -> tuple[bool, str]:
 
 def run_grid(table: str, profile: str, seeds: list[int], overrides: list[str] | None = None, dry_run: bool = False,
              jobs: int = 1, devices: list[str] | None = None, log: Callable[[str], None] = print,
-             train: Callable[[Job, dict[str, str]], tuple[bool, str]] | None = None) -> dict[str, list[str]]:
+             train: Callable[[Job, dict[str, str]], tuple[bool, str]] | None = None,
+             retrain_stale: bool = False) -> dict[str, list[str]]:
     """Execute each unique run once (skipping finished ones), ``jobs`` at a time, and record the grid
     in a manifest. Returns {done, skipped, failed, planned} lists of run ids.
 
     ``jobs`` runs that many processes at once (on a CPU each gets ``cpu_count // jobs`` threads);
     ``devices`` (e.g. ``["cuda:0", "cuda:1"]``) spreads runs over GPUs, one process per device.
     ``train`` replaces the papermill execution (an executor such as a cluster's).
+
+    A finished run whose inputs changed since it was trained (:mod:`fer_study.inputs`) is *stale*:
+    the grid stops before training anything and lists them, unless ``retrain_stale`` (their
+    directories are then removed and the runs trained again).
     """
     overrides = list(overrides or [])
     todo = plan(table, profile, seeds, overrides)
@@ -98,9 +107,21 @@ def run_grid(table: str, profile: str, seeds: list[int], overrides: list[str] | 
                         runs=[PlannedRun(j.run_id, j.seed, j.labels) for j in todo])
     summary: dict[str, list[str]] = {"done": [], "skipped": [], "failed": [], "planned": []}
     pending = []
+    stale: list[str] = []
+    fingerprints: dict = {}
     for i, (job, entry) in enumerate(zip(todo, manifest.runs), 1):
         state = job.run.state()
-        if state == "finished":
+        changed = job.run.input_changes(run_inputs(job.config, fingerprints)) if state == "finished" else []
+        if changed:
+            stale.append(f"{job.run_id} ({'; '.join(changed)})")
+            if dry_run or not retrain_stale:
+                summary.setdefault("stale", []).append(job.run_id)
+                log(f"[{i}/{len(todo)}] STALE {job.run_id}: {'; '.join(changed)}  <- {', '.join(job.labels)}")
+                continue
+            log(f"[{i}/{len(todo)}] retrain (stale: {'; '.join(changed)}) {job.run_id}")
+            shutil.rmtree(job.run.path)
+            pending.append((i, job, entry))
+        elif state == "finished":
             entry.state = "skipped"
             summary["skipped"].append(job.run_id)
             log(f"[{i}/{len(todo)}] skip (finished) {job.run_id}  <- {', '.join(job.labels)}")
@@ -110,9 +131,13 @@ def run_grid(table: str, profile: str, seeds: list[int], overrides: list[str] | 
         else:
             pending.append((i, job, entry))
     if dry_run:
-        log(f"summary: {len(summary['skipped'])} finished, {len(summary['planned'])} to run (dry run: nothing "
-            "trained, no manifest written)")
+        log(f"summary: {len(summary['skipped'])} finished, {len(summary['planned'])} to run, "
+            f"{len(summary.get('stale', []))} stale (dry run: nothing trained, no manifest written)")
         return summary
+    if stale and not retrain_stale:
+        raise StaleRunError(f"{len(stale)} finished run(s) were trained on other inputs, nothing was trained: "
+                            f"{', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}. Re-run with "
+                            "--retrain-stale to retrain them, or restore the inputs.")
     store.write_manifest(manifest)
     workers = len(devices) if devices else max(1, jobs)
     threads = max(1, (os.cpu_count() or 1) // workers)

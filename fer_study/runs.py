@@ -5,6 +5,8 @@ A run lives in ``<runs_dir>/<run-id>/``:
 ==========================  ==========================================================================
 ``config.json``             the full :class:`~fer_study.config.TrainConfig` (written when the run starts)
 ``env.json``                versions, git SHA, device, threads (written when the run starts)
+``inputs.json``             fingerprints of the data files and weights files the run read
+                            (:mod:`fer_study.inputs`; a run is reused only while they still match)
 ``history.csv``             one row per epoch
 ``checkpoint.pt``           training state after the last finished epoch (removed when the run ends)
 ``failed.json``             why the last attempt stopped (removed when a new attempt starts)
@@ -48,6 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 CONFIG = "config.json"
 ENV = "env.json"
+INPUTS = "inputs.json"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 PREDICTIONS = "predictions.csv"
@@ -102,7 +105,7 @@ class Run:
         return "absent"
 
     # ---- starting and resuming ---------------------------------------------------------------
-    def begin(self, config: dict[str, Any], env: dict[str, Any]) -> None:
+    def begin(self, config: dict[str, Any], env: dict[str, Any], inputs: dict[str, Any] | None = None) -> None:
         """Create the directory and record the config and environment of this attempt. Traces of
         an earlier failed attempt (failed.json/.log) and an incomplete finish (metrics.json without
         a model) are removed, so they never outlive the attempt that replaces them."""
@@ -113,6 +116,8 @@ class Run:
             self.file(METRICS).unlink()
         write_json(self.file(CONFIG), config)
         write_json(self.file(ENV), env)
+        if inputs is not None:
+            write_json(self.file(INPUTS), inputs)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         _torch_save_atomic(state, self.file(CHECKPOINT))
@@ -150,6 +155,11 @@ class Run:
         write_json(self.file(METRICS), metrics)
         self.file(CHECKPOINT).unlink(missing_ok=True)
 
+    def tidy(self) -> None:
+        """Complete an interrupted finish of a finished run: remove the checkpoint it left behind."""
+        if self.is_finished():
+            self.file(CHECKPOINT).unlink(missing_ok=True)
+
     # ---- reading -------------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
         return read_json(self.file(CONFIG))
@@ -161,6 +171,17 @@ class Run:
 
     def env(self) -> dict[str, Any]:
         return read_json(self.file(ENV))
+
+    def inputs(self) -> dict[str, Any] | None:
+        """The recorded inputs (None for a run of a version that did not record them)."""
+        p = self.file(INPUTS)
+        return read_json(p) if p.is_file() else None
+
+    def input_changes(self, current: dict[str, Any]) -> list[str]:
+        """How the inputs the run was trained on differ from ``current`` (empty: none)."""
+        from fer_study.inputs import changes
+
+        return changes(self.inputs(), current)
 
     def metrics(self) -> dict[str, Any]:
         return read_json(self.file(METRICS))

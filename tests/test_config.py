@@ -175,7 +175,8 @@ def test_choice_tables_match_the_code():
     from fer_study.models.sr import BACKENDS, PRECISIONS
     meta = {f.name: f.metadata for f in fields(TrainConfig)}
     assert AUGMENT_NAMES == tuple(AUGMENTS) == meta["augment"]["choices"]
-    assert meta["sr_backend"]["choices"] == BACKENDS and meta["sr_precision"]["choices"] == PRECISIONS
+    # oracle is no network: SynthFER's true renders replace the SR cache (fer_study.training.data)
+    assert meta["sr_backend"]["choices"] == (*BACKENDS, "oracle") and meta["sr_precision"]["choices"] == PRECISIONS
     assert set(meta["dataset"]["choices"]) == set(ROOT_KEYS) == {"ferplus", "synthfer", "rafdb"}
     for name in meta["loss"]["choices"]:
         build_loss(name, prior=PSR_FERPLUS_PRIOR)
@@ -196,11 +197,23 @@ def test_weights_files_must_exist_when_set(tmp_path, monkeypatch):
         make_config("demo", ["sr_weights=/nonexistent/w.pth"])
     with pytest.raises(ConfigError, match="model.checkpoint=/nonexistent/c.pth: no such file"):
         make_config("demo", ["model.checkpoint=/nonexistent/c.pth"])
-    w = tmp_path / "w.pth"
-    w.write_bytes(b"")
-    assert make_config("demo", [f"sr_weights={w}", f"model.checkpoint={w}"]).sr_weights == str(w)
-    assert make_config("demo", [f"model.checkpoint={tmp_path}"]).model.checkpoint == str(tmp_path)  # a folder
-    with pytest.raises(ConfigError, match="sr_weights=.*: no such file$"):
+    import timm
+
+    from fer_study.models.facesr import FaceSR
+    from fer_study.models.sr import save_facesr
+
+    w = save_facesr(FaceSR(scale=2, nf=8, blocks=1), tmp_path / "w.pth")  # real weights: they are opened
+    c = tmp_path / "deit_tiny_patch16_224.pth"
+    torch.save(timm.create_model("deit_tiny_patch16_224", num_classes=0, img_size=48, patch_size=8, depth=4,
+                                 embed_dim=96, num_heads=3).state_dict(), c)
+    patch = ["model.stem=patch", "model.backbone=tiny_deit"]
+    assert make_config("demo", [f"sr_weights={w}", f"model.checkpoint={c}", *patch]).sr_weights == str(w)
+    assert make_config("demo", [f"model.checkpoint={tmp_path}", *patch]).model.checkpoint == str(tmp_path)  # a folder
+    e = tmp_path / "empty.pth"
+    e.write_bytes(b"")
+    with pytest.raises(ConfigError, match="empty file"):
+        make_config("demo", [f"sr_weights={e}"])
+    with pytest.raises(ConfigError, match=r"sr_weights=.*: no such file \(the demo's facesr weights are trained"):
         make_config("demo", [f"sr_weights={tmp_path}"])  # SR weights are one file
     cfg = make_config("demo")  # a profile's own default path is not checked (the demo trains it first)
     with pytest.raises(ConfigError, match="sr_weights=cache/facesr/facesr.pt: no such file"):

@@ -95,7 +95,7 @@ def test_local_submitit_jobs_requeue_resume_resubmit_skip_and_report(synth_root,
 
     # the report finds both runs through the manifests
     df, _ = build_table("table2", "demo", None, [f"runs_dir={runs}"])
-    assert list(df["Setting"]) == list("abcde") and all("(n=1)" in v for v in df["Acc. ours clean"]), df
+    assert list(df["Setting"]) == [*"abcde", "oracle"] and all("(n=1)" in v for v in df["Acc. ours clean"]), df
     assert len(RunStore(runs).manifests("demo")) == 3
     # fer-study run --status: each run's state, manifest entry and job
     assert main(["run", "table2", "--profile", "demo", "--seeds", "0", *sum((["--set", o] for o in ov), []),

@@ -75,11 +75,16 @@ def test_real_ferplus_counts_majority(ferplus_root):
     for split, expected in (("train", TRAIN), ("valid", VALID), ("test", TEST)):
         assert list(c["splits"][split]["per_class"].values()) == expected
     assert [c["splits"][s]["total"] for s in ("train", "valid", "test")] == [25045, 3191, 3137]
+    # rows read (label.csv) minus rows kept, by reason; no contempt drops with 8 classes
+    assert [sum(c["splits"][s]["dropped"].values()) for s in ("train", "valid", "test")] == [3513, 388, 436]
+    assert c["splits"]["train"]["dropped"] == {"no_votes": 0, "no_majority": 3434, "low_coverage": 0,
+                                               "unknown": 77, "not_face": 2, "contempt": 0}
 
 
 def test_real_ferplus_counts_seven_classes(ferplus_root):
     c = ferplus_counts(ferplus_root, num_classes=7)
     assert [c["splits"][s]["total"] for s in ("train", "valid", "test")] == [24925, 3175, 3122]
+    assert [c["splits"][s]["dropped"]["contempt"] for s in ("train", "valid", "test")] == [120, 16, 15]
 
 
 def test_real_ferplus_images_and_vote_source(ferplus_root):
@@ -153,7 +158,8 @@ def test_malformed_votes_named(synth_root, tmp_path):
         rows[7][4] = "x"
         return rows
     _rewrite(root / "fer2013new.csv", bad)
-    with pytest.raises(DataError, match=r"fer2013new.csv, row 8: vote counts must be integers"):
+    with pytest.raises(DataError, match=r"fer2013new.csv, row 8: column 5 \(surprise\): vote count 'x' "
+                                        r"is not a non-negative integer"):
         load_ferplus(root, "train")
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fer_study.errors import ConfigError
 from fer_study.models import (
     DIC,
     STN,
@@ -89,7 +90,8 @@ def test_dic_checkpoint_forms_and_strict_errors(dic, tmp_path):
     broken = {k: v for k, v in sd.items() if not k.startswith("HG.")}
     broken["extra.weight"] = torch.zeros(1)
     torch.save(broken, tmp_path / "broken.pth")
-    with pytest.raises(KeyError, match=r"missing keys: HG\..*unexpected keys: extra.weight"):
+    with pytest.raises(ConfigError, match=r"DIC checkpoint with \d+ of 296 expected keys .*missing: HG\..*"
+                                          r"unexpected: extra.weight"):
         load_dic(tmp_path / "broken.pth")
     with pytest.raises(FileNotFoundError, match="Deep-Iterative-Collaboration"):
         load_dic(tmp_path / "nope.pth")
@@ -191,7 +193,8 @@ def test_backbone_local_checkpoint_and_offline_error(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError):
         build_backbone("tiny_vit", checkpoint=tmp_path / "none.pth")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(RuntimeError, match="cannot be had"):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))  # an empty cache
+    with pytest.raises(ConfigError, match="not in the local Hugging Face cache .* HF_HUB_OFFLINE=1 forbids"):
         build_backbone("deit_tiny_patch16_224", pretrained=True)
 
 

@@ -84,6 +84,10 @@ def test_bad_label_file(tmp_path):
     p.write_text("train_00001.jpg\n")
     with pytest.raises(DataError, match="row 1: expected 'name label'"):
         read_partition_labels(p)
+    p.write_text("train_00001.jpg 5\ntrain_00002.jpg 3\ntrain_00001.jpg 2\n")
+    with pytest.raises(DataError, match=r"row 3: image train_00001.jpg listed twice, on rows 1 and 3 "
+                                        r"\(labels 5 and 2\)"):
+        read_partition_labels(p)
 
 
 def test_missing_image_named(raf_root, tmp_path):
@@ -93,3 +97,16 @@ def test_missing_image_named(raf_root, tmp_path):
     first.unlink()
     with pytest.raises(DataError, match=f"image {first.name} not found"):
         load_rafdb(root, "train")
+
+
+def test_image_errors_name_the_label_file_line(raf_root, tmp_path):
+    root = tmp_path / "basic"
+    shutil.copytree(raf_root, root)
+    lf = root / "EmoLabel" / "list_patition_label.txt"
+    lines = lf.read_text().splitlines()
+    lf.write_text("\n\n" + "\n".join(lines) + "\n")  # blank lines still count as rows
+    img = root / "Image" / "aligned" / (Path(lines[0].split()[0]).stem + "_aligned.jpg")
+    img.write_bytes(img.read_bytes()[:300])
+    with pytest.raises(DataError, match=rf"list_patition_label.txt, row 3: image {img.name} cannot be "
+                                        r"decoded"):
+        load_rafdb(root, lines[0].split("_")[0])

@@ -17,11 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_tables_declare_the_papers_tables():
     t2 = TABLES["table2"]
-    assert [c.key for c in t2.cells] == ["a", "b", "c", "d", "e"]
-    assert [len(TABLES[t].cells) for t in ("table1", "table2", "table3", "table4")] == [10, 5, 6, 2]
+    assert [c.key for c in t2.cells] == ["a", "b", "c", "d", "e", "oracle"]
+    assert [len(TABLES[t].cells) for t in ("table1", "table2", "table3", "table4")] == [10, 6, 6, 2]
+    assert t2.cell("oracle").datasets == ("synthfer",) and t2.cell("oracle").overrides["sr_backend"] == "oracle"
     assert t2.cell("e").overrides["model.stn"] and t2.cell("e").overrides["model.backbone"] == "swin_b"
     assert t2.cell("a").overrides["model.up"] == "bilinear" and t2.cell("a").overrides["model.down"] == "none"
-    assert {c.paper for c in t2.cells} == {88.69, 88.53, 89.03, 89.28, 89.50}
+    assert {c.paper for c in t2.cells} == {88.69, 88.53, 89.03, 89.28, 89.50, None}  # None: the oracle
     assert all(c.baseline == "a" for c in t2.cells[1:]) and t2.cell("a").baseline is None
     assert t2.varies >= {"model.up", "model.down", "model.stn", "model.backbone"}
     # shared cells are one run: Table 2 (d) is Table 1's Swin-S proposed cell
@@ -50,12 +51,16 @@ def test_everything_else_is_derived_from_the_specs():
     assert not (ROOT / "scripts" / "build_notebooks.py").exists()  # the .ipynb files are the source
 
 
-def test_cli_dry_run_lists_five_settings():
-    out = subprocess.run([sys.executable, "-m", "fer_study.cli", "run", "table2", "--dry-run", "--seeds", "0"],
-                         capture_output=True, text=True, cwd=ROOT, check=True).stdout
-    assert sum("table2:" in line for line in out.splitlines()) == 5
-    for k in "abcde":
+def test_cli_dry_run_lists_five_settings_and_the_synthetic_oracle():
+    def planned(profile: str) -> str:
+        return subprocess.run([sys.executable, "-m", "fer_study.cli", "run", "table2", "--dry-run", "--seeds", "0",
+                               "--profile", profile], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    out = planned("demo")
+    assert sum("table2:" in line for line in out.splitlines()) == 6
+    for k in [*"abcde", "oracle"]:
         assert f"table2:{k}" in out
+    out = planned("paper")  # real FERPlus has no high-resolution originals: no oracle row
+    assert sum("table2:" in line for line in out.splitlines()) == 5 and "oracle" not in out
 
 
 def test_mcnemar_exact():
@@ -78,17 +83,17 @@ def test_table2_runs_then_rerun_skips_and_report_finds_runs_through_the_manifest
     overrides = [f"synthfer_root={synth_root}", f"runs_dir={runs}", f"cache_dir={tmp_path / 'cache'}",
                  "sr_backend=bicubic", "sr_weights=none", "epochs=1", "max_train=96", "progress=false"]
     s = run_grid("table2", "demo", [0], overrides=overrides, log=lambda *_: None)
-    assert len(s["done"]) == 5 and not s["failed"], s
+    assert len(s["done"]) == 5 and not s["failed"], s  # sr_backend=bicubic: the oracle cell is (d)'s run
     s2 = run_grid("table2", "demo", [0], overrides=overrides, log=lambda *_: None)
     assert len(s2["skipped"]) == 5 and not s2["done"]
     assert all((runs / rid / "01_train.executed.ipynb").exists() for rid in s["done"])
     manifests = RunStore(runs).manifests("demo")
     assert len(manifests) == 2 and {r.state for r in manifests[-1].runs} == {"done"}
     assert {r.state for r in manifests[0].runs} == {"skipped"}
-    assert sorted(c for r in manifests[0].runs for c in r.cells) == [f"table2:{k}" for k in "abcde"]
+    assert sorted(c for r in manifests[0].runs for c in r.cells) == [f"table2:{k}" for k in [*"abcde", "oracle"]]
     # the report needs no overrides besides where the runs are: the manifest says which runs
     df, notes = build_table("table2", "demo", None, [f"runs_dir={runs}"])
-    assert list(df["Setting"]) == list("abcde")
+    assert list(df["Setting"]) == [*"abcde", "oracle"]
     assert all("(n=1)" in v for v in df["Acc. ours clean"]), df
     assert "SynthFER" in notes and "DEMO" in notes
     # with the same overrides as the runner, the same run ids

@@ -18,20 +18,36 @@ single votes are zeroed first; ``majority`` keeps an image when one class has mo
 the remaining votes; ``probability``/``crossentropy`` take the top classes until 75 % of the votes
 (at most 3, stopping at unknown/NF) and drop the image when <= 50 % is covered; ``multi_target``
 keeps classes with >= 30 % of the votes and drops the image when <= 50 % is covered. Images won by
-unknown or not-a-face are dropped. Validation and test always use ``majority``.
+unknown or not-a-face are dropped. Validation and test always use ``majority``. Dropped rows are
+counted by reason in :attr:`FERSplit.dropped` (keys :data:`DROP_REASONS`).
+
+Checks on input (each failure is a :class:`~fer_study.errors.DataError` naming file and row):
+votes are integers in 0..:data:`MAX_VOTES` with a row total <= :data:`MAX_VOTES`; an image is
+listed once per label.csv; every listed PNG decodes completely (PIL's ``LOAD_TRUNCATED_IMAGES``
+is switched off while reading); in the csv form the image names of fer2013new.csv follow its rows
+(:func:`check_row_alignment`). Colour PNGs are converted to grey, counted and warned about once
+per split.
 """
 
 from __future__ import annotations
 
 import csv
+import re
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from fer_study.classes import FERPLUS_VOTE_COLUMNS, ferplus_classes
 from fer_study.errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image as PILImage
 
 LABEL_MODES = ("majority", "probability", "crossentropy", "multi_target")
 SPLITS = ("train", "valid", "test")
@@ -40,6 +56,17 @@ SPLIT_FOLDERS = {"train": "FER2013Train", "valid": "FER2013Valid", "test": "FER2
 FER2013_HEADER = ["emotion", "pixels", "Usage"]
 FER2013NEW_HEADER = ["Usage", "Image name", *FERPLUS_VOTE_COLUMNS]
 NUM_PIXELS = 48 * 48
+#: Largest plausible vote count, per class and per row (FERPlus has 10 taggers per image).
+MAX_VOTES = 1000
+#: Why a row is dropped by the label mode (keys of :attr:`FERSplit.dropped`, always all present):
+#: ``no_votes`` no class has 2+ votes (single votes are removed first; all-zero rows included);
+#: ``no_majority`` majority mode, no class has more than half of the votes; ``low_coverage`` the
+#: other modes, the chosen classes cover <= 50 % of the votes; ``unknown`` / ``not_face`` the
+#: unknown / NF column wins; ``contempt`` contempt wins in the 7-class setting.
+DROP_REASONS = ("no_votes", "no_majority", "low_coverage", "unknown", "not_face", "contempt")
+_NAME_RE = re.compile(r"fer(\d+)\.png")
+_INT_RE = re.compile(r"\d+(?:\.0*)?")  # "3" or an integral float written as "3.0"
+_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
 
 LabelMode = Literal["majority", "probability", "crossentropy", "multi_target"]
 
@@ -53,6 +80,8 @@ class FERSplit:
     label: (N,) hard label (argmax of the processed target).
     target: (N, C) soft target of the label mode (one-hot in majority mode).
     source: per image, ``file:row`` or the image file name it came from.
+    dropped: rows read but dropped by the label mode, per reason (:data:`DROP_REASONS`).
+    colour_images: images read that were colour (channels differ) and were converted to grey.
     """
 
     name: str
@@ -64,6 +93,8 @@ class FERSplit:
     source: list[str]
     images: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    colour_images: int = 0
 
     def __len__(self) -> int:
         return len(self.label)
@@ -79,6 +110,12 @@ def process_votes(votes: np.ndarray, mode: str) -> np.ndarray:
     Returns a length-10 distribution; an image that must be dropped returns the "unknown" one-hot
     (index 8), exactly as the official code does.
     """
+    return _process_votes(votes, mode)[0]
+
+
+def _process_votes(votes: np.ndarray, mode: str) -> tuple[np.ndarray, str | None]:
+    """:func:`process_votes` plus why the rule failed (``no_votes``, ``no_majority``,
+    ``low_coverage``), or ``None`` when it produced a distribution of its own."""
     if mode not in LABEL_MODES:
         raise ValueError(f"unknown label mode {mode!r}; choose from {LABEL_MODES}")
     raw = [float(v) for v in votes]
@@ -88,12 +125,13 @@ def process_votes(votes: np.ndarray, mode: str) -> np.ndarray:
     raw = [0.0 if v < 1.0 + 1e-12 else v for v in raw]  # single votes are outliers
     total = sum(raw)
     emotion = [0.0] * size
+    failed: str | None = None
     if mode == "majority":
         maxval = max(raw)
         if maxval > 0.5 * total:
             emotion[int(np.argmax(raw))] = maxval
         else:
-            emotion = unknown
+            emotion, failed = unknown, "no_majority"
     elif mode in ("probability", "crossentropy"):
         sum_part, count, valid = 0.0, 0, True
         while sum_part < 0.75 * total and count < 3 and valid:
@@ -111,40 +149,45 @@ def process_votes(votes: np.ndarray, mode: str) -> np.ndarray:
                             count -= 1
                         break
         if sum(emotion) <= 0.5 * total or count > 3:
-            emotion = unknown
+            emotion, failed = unknown, "low_coverage"
     else:  # multi_target
         for i in range(size):
             if raw[i] >= 0.3 * total:
                 emotion[i] = raw[i]
         if sum(emotion) <= 0.5 * total:
-            emotion = unknown
+            emotion, failed = unknown, "low_coverage"
+    if failed is not None and total <= 0:
+        failed = "no_votes"
     s = sum(emotion)
-    return np.asarray([e / s for e in emotion], dtype=np.float64)
+    return np.asarray([e / s for e in emotion], dtype=np.float64), failed
 
 
-def _targets(votes: np.ndarray, mode: str, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Process all vote rows; returns (keep mask, hard labels, soft targets) for kept rows."""
+def _targets(votes: np.ndarray, mode: str,
+             num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """Process all vote rows: (keep mask, hard labels, soft targets of kept rows, drops per reason)."""
     keep = np.zeros(len(votes), dtype=bool)
     labels, targets = [], []
+    dropped = dict.fromkeys(DROP_REASONS, 0)
     for i, v in enumerate(votes):
-        dist = process_votes(v, mode)
+        dist, failed = _process_votes(v, mode)
         idx = int(np.argmax(dist))
-        if idx >= 8:  # unknown / not-a-face: dropped
+        if idx >= 8:  # rule failed, or unknown / not-a-face won: dropped
+            dropped[failed or ("unknown" if idx == 8 else "not_face")] += 1
             continue
         emo = dist[:8]
         emo = emo / emo.sum()
         if num_classes == 7:
-            if idx == 7:  # contempt images are dropped in the 7-class setting
+            if idx == 7 or emo[:7].sum() <= 0:  # contempt images are dropped in the 7-class setting
+                dropped["contempt"] += 1
                 continue
             emo = emo[:7]
-            if emo.sum() <= 0:
-                continue
             emo = emo / emo.sum()
         keep[i] = True
         labels.append(int(np.argmax(emo)))
         targets.append(emo)
     c = num_classes
-    return keep, np.asarray(labels, dtype=np.int64), np.asarray(targets, dtype=np.float32).reshape(-1, c)
+    return (keep, np.asarray(labels, dtype=np.int64), np.asarray(targets, dtype=np.float32).reshape(-1, c),
+            dropped)
 
 
 def _read_csv_rows(path: Path) -> list[list[str]]:
@@ -155,15 +198,25 @@ def _read_csv_rows(path: Path) -> list[list[str]]:
 
 
 def _parse_votes(row: list[str], path: Path, rowno: int, start: int) -> list[int]:
+    """The 10 vote counts at ``row[start:]``: integers ("3", or "3.0") in 0..MAX_VOTES, sum <= MAX_VOTES."""
     cells = row[start:start + 10]
     if len(cells) != 10:
         raise DataError(f"expected 10 vote columns, found {len(cells)}", path, rowno)
-    try:
-        votes = [int(float(c)) for c in cells]
-    except ValueError as e:
-        raise DataError(f"vote counts must be integers ({e})", path, rowno) from None
-    if any(v < 0 for v in votes):
-        raise DataError("negative vote count", path, rowno)
+    votes = []
+    for j, c in enumerate(cells):
+        where = f"column {start + j + 1} ({FERPLUS_VOTE_COLUMNS[j]})"
+        text = c.strip()
+        if not (text.isascii() and _INT_RE.fullmatch(text)):
+            raise DataError(f"{where}: vote count {c!r} is not a non-negative integer", path, rowno)
+        v = int(text.split(".")[0])
+        if v > MAX_VOTES:
+            shown = text if len(text) <= 20 else text[:20] + "..."
+            raise DataError(f"{where}: vote count {shown} is implausible, expected at most {MAX_VOTES} "
+                            "(FERPlus has 10 taggers per image)", path, rowno)
+        votes.append(v)
+    if sum(votes) > MAX_VOTES:
+        raise DataError(f"vote counts sum to {sum(votes)}, expected at most {MAX_VOTES} "
+                        "(FERPlus has 10 taggers per image)", path, rowno)
     return votes
 
 
@@ -213,28 +266,123 @@ def read_fer2013(path: Path, load_pixels: bool = True) -> tuple[list[str], np.nd
     return usage, images
 
 
+def check_row_alignment(names: list[str], new_path: Path,
+                        old_path: Path | None = None) -> list[tuple[int, str]]:
+    """Check that fer2013new.csv's image names follow its rows, so that it is aligned with fer2013.csv.
+
+    A name ``ferK.png`` numbers the FER2013 row it was made from, but the numbering is not the row
+    index: rows with an empty name (dropped by FERPlus) sometimes take a number and sometimes not
+    (in the official file the offset grows to 85). So the rule is: the next named row after a named
+    row with number K must have a number in K+1 .. K+1+E, where E is the number of rows between them
+    with an empty name or an out-of-order duplicate name (exactly K+1 for adjacent rows). A name out
+    of this sequence is accepted only when the same name occurs twice in the file (FERPlus's four
+    duplicate names); those rows are returned as (file row, name). A missing, extra or moved named
+    row is a DataError naming both files and the row; a missing row with an empty name that took no
+    number cannot be seen from the names.
+    """
+    other = "fer2013.csv" if old_path is None else str(old_path)
+    seen = Counter(n for n in names if n)
+    exceptions: list[tuple[int, str]] = []
+    prev_k, prev_row, empties = -1, 0, 0
+    prev_name = ""
+    for i, n in enumerate(names):
+        if not n:
+            empties += 1
+            continue
+        m = _NAME_RE.fullmatch(n)
+        if m is None:
+            raise DataError(f"image name {n!r} is not of the form ferNNNNNNN.png (expected an empty name or "
+                            "the FERPlus name of the FER2013 image on this row)", new_path, i + 2)
+        k = int(m.group(1))
+        lo, hi = prev_k + 1, prev_k + 1 + empties
+        if not lo <= k <= hi:
+            if seen[n] > 1:  # a duplicate name, out of order: may or may not take a number
+                exceptions.append((i + 2, n))
+                empties += 1
+                continue
+            want = f"fer{lo:07d}.png" if lo == hi else f"a name from fer{lo:07d}.png to fer{hi:07d}.png"
+            after = f"after {prev_name} on row {prev_row}" if prev_name else "as the first named row"
+            raise DataError(
+                f"image name {n} is out of row order: {after} expected {want}; {new_path.name} must "
+                f"follow {other} row by row, so a row is missing, extra or moved near here", new_path, i + 2)
+        prev_k, prev_row, prev_name, empties = k, i + 2, n, 0
+    return exceptions
+
+
 def read_label_csv(path: Path) -> tuple[list[str], np.ndarray]:
-    """Read a generator ``label.csv`` (no header): (image names, votes (N, 10))."""
+    """Read a generator ``label.csv`` (no header): (image names, votes (N, 10)); names must be unique."""
     rows = _read_csv_rows(path)
     names, votes = [], []
+    first: dict[str, int] = {}
     for i, row in enumerate(rows, start=1):
         if len(row) != 12:
             raise DataError(f"expected 12 columns (name, box, 10 votes), found {len(row)}", path, i)
+        if row[0] in first:
+            raise DataError(f"image {row[0]} listed twice, on rows {first[row[0]]} and {i} "
+                            "(expected each image once)", path, i)
+        first[row[0]] = i
         names.append(row[0])
         votes.append(_parse_votes(row, path, i, 2))
     return names, np.asarray(votes, dtype=np.int64).reshape(-1, 10)
 
 
-def _load_png(path: Path, rowref: tuple[Path, int]) -> np.ndarray:
-    from PIL import Image
+@contextmanager
+def strict_image_decoding() -> Iterator[None]:
+    """Within the block PIL raises on truncated image files: ``ImageFile.LOAD_TRUNCATED_IMAGES``
+    (process-wide, often switched on by other code) is off, and restored afterwards."""
+    from PIL import ImageFile
 
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
+@contextmanager
+def open_image(path: Path, rowref: tuple[Path | None, int | None], expected: str) -> Iterator[PILImage.Image]:
+    """Open an existing image file and decode it fully under :func:`strict_image_decoding`; closed on exit.
+
+    A file PIL cannot identify (empty, random bytes), a truncated or a corrupt one is a DataError
+    naming the image and the label row ``rowref`` (file, row) that lists it; ``expected`` says what
+    the file should be.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    im = None
+    try:
+        with strict_image_decoding():
+            im = Image.open(path)
+            im.load()  # a full decode: truncation shows here, not later
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        if im is not None:
+            im.close()
+        if isinstance(e, UnidentifiedImageError):
+            why = "empty file (0 bytes)" if path.stat().st_size == 0 else "not an image file PIL can identify"
+        else:
+            why = f"{type(e).__name__}: {e}"
+        raise DataError(f"image {path.name} cannot be decoded ({why}); expected {expected} at {path}",
+                        *rowref) from None
+    with im:
+        yield im
+
+
+def _load_png(path: Path, rowref: tuple[Path, int]) -> tuple[np.ndarray, str]:
+    """One FERPlus PNG as (48, 48) uint8 grey, and its kind: ``grey``, ``grey_rgb`` (colour mode,
+    equal channels) or ``colour`` (channels differ; converted with PIL's ``convert("L")``)."""
     if not path.is_file():
         raise DataError(f"image {path.name} listed but not found at {path}", *rowref)
-    with Image.open(path) as im:
+    kind = "grey"
+    with open_image(path, rowref, "a complete 48x48 grey PNG") as im:
+        if im.mode in _COLOUR_MODES:
+            rgb = np.asarray(im.convert("RGB"))
+            same = np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
+            kind = "grey_rgb" if same else "colour"
         arr = np.asarray(im.convert("L"))
     if arr.shape != (48, 48):
         raise DataError(f"image {path.name} is {arr.shape[1]}x{arr.shape[0]}, expected 48x48", *rowref)
-    return arr
+    return arr, kind
 
 
 def detect_form(root: Path) -> str:
@@ -273,6 +421,7 @@ def load_ferplus(
 
     images: np.ndarray | None
     extra_meta: dict = {}
+    colour = 0
     if form == "csv":
         new_path, old_path = root / "fer2013new.csv", root / "fer2013.csv"
         usage_new, names, votes = read_fer2013new(new_path)
@@ -281,6 +430,8 @@ def load_ferplus(
             raise DataError(
                 f"row count mismatch: fer2013.csv has {len(usage_old)} rows, fer2013new.csv "
                 f"{len(usage_new)}; the two files are aligned by row and must match", new_path)
+        dup_rows = check_row_alignment(names, new_path, old_path)
+        extra_meta["duplicate_names_out_of_order"] = [f"{new_path.name}:{r}:{n}" for r, n in dup_rows]
         for i, (a, b) in enumerate(zip(usage_old, usage_new)):
             if a != b:
                 raise DataError(f"Usage {b!r} differs from fer2013.csv's {a!r} on the same row",
@@ -306,11 +457,22 @@ def load_ferplus(
         source = list(names_l)
         images = None
         if load_images:
-            images = np.stack([_load_png(folder / n, (label_path, i + 1)) for i, n in enumerate(names_l)])
+            arrays, kinds = [], []
+            for i, n in enumerate(names_l):
+                a, kind = _load_png(folder / n, (label_path, i + 1))
+                arrays.append(a)
+                kinds.append(kind)
+            images = np.stack(arrays)
+            colour = kinds.count("colour")
+            extra_meta["grey_rgb_images"] = kinds.count("grey_rgb")
+            if colour:
+                first = folder / names_l[kinds.index("colour")]
+                warnings.warn(f"FERPlus {split} split ({label_path}): {colour} of {len(names_l)} images are "
+                              f"colour, expected grey; converted to grey (first: {first})", stacklevel=2)
     else:
         raise ValueError(f"form must be auto, csv or folders, not {form!r}")
 
-    keep, labels, targets = _targets(votes, mode, num_classes)
+    keep, labels, targets, dropped = _targets(votes, mode, num_classes)
     idx = np.flatnonzero(keep)
     return FERSplit(
         name="ferplus", split=split, classes=classes, label=labels, target=targets,
@@ -320,6 +482,7 @@ def load_ferplus(
               "vote_source": "fer2013new.csv" if form == "csv" else (
                   "label.csv" if vote_source == "auto" else vote_source),
               "rows_read": int(len(votes)), "rows_dropped": int(len(votes) - len(idx)), **extra_meta},
+        dropped=dropped, colour_images=colour,
     )
 
 
@@ -349,9 +512,9 @@ def _votes_from_fer2013new(path: Path, split: str, names: list[str],
 
 def ferplus_counts(root: str | Path, label_mode: str = "majority", num_classes: int = 8,
                    vote_source: str = "auto") -> dict:
-    """Per-split and per-class counts (no images loaded)."""
+    """Per-split and per-class counts, and rows dropped by the label mode per reason (no images loaded)."""
     out: dict = {"dataset": "ferplus", "label_mode": label_mode, "num_classes": num_classes, "splits": {}}
     for split in SPLITS:
         s = load_ferplus(root, split, label_mode, num_classes, vote_source=vote_source, load_images=False)
-        out["splits"][split] = {"total": len(s), "per_class": s.class_counts()}
+        out["splits"][split] = {"total": len(s), "per_class": s.class_counts(), "dropped": dict(s.dropped)}
     return out

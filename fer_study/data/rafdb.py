@@ -16,6 +16,9 @@ Layouts
 
 RAF-DB has no validation split; :func:`stratified_split` carves a seeded, stratified one out of
 train so that no model is selected on the test set.
+
+An image listed twice in a label file, or an image file that does not decode completely
+(truncated, empty, not an image), is a :class:`~fer_study.errors.DataError` naming the row.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_study.classes import RAFDB_CLASSES
-from fer_study.data.ferplus import FERSplit
+from fer_study.data.ferplus import FERSplit, open_image
 from fer_study.errors import DataError
 
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
@@ -34,11 +37,16 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
 def read_partition_labels(path: str | Path) -> list[tuple[str, int]]:
-    """Parse list_patition_label.txt into (image name, native 0-based label)."""
-    path = Path(path)
+    """Parse list_patition_label.txt into (image name, native 0-based label); names must be unique."""
+    return [(name, lab) for name, lab, _ in _read_partition_rows(Path(path))]
+
+
+def _read_partition_rows(path: Path) -> list[tuple[str, int, int]]:
+    """:func:`read_partition_labels` with each entry's line number."""
     if not path.is_file():
         raise DataError("RAF-DB label file not found (expected EmoLabel/list_patition_label.txt)", path)
     out = []
+    first: dict[str, tuple[int, int]] = {}
     for i, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
@@ -50,7 +58,13 @@ def read_partition_labels(path: str | Path) -> list[tuple[str, int]]:
             raise DataError(f"unknown label {lab!r} (RAF-DB basic labels are 1..7)", path, i)
         if not (name.startswith("train_") or name.startswith("test_")):
             raise DataError(f"image name {name!r} does not start with train_ or test_", path, i)
-        out.append((name, int(lab) - 1))
+        if name in first:
+            row, was = first[name]
+            same = "the same label" if was == int(lab) else f"labels {was} and {lab}"
+            raise DataError(f"image {name} listed twice, on rows {row} and {i} ({same}); expected each "
+                            "image once", path, i)
+        first[name] = (i, int(lab))
+        out.append((name, int(lab) - 1, i))
     return out
 
 
@@ -60,7 +74,8 @@ def _load_image(path: Path, size: int | None, rowref: tuple[Path | None, int | N
 
     if not path.is_file():
         raise DataError(f"image {path.name} not found at {path}", *rowref)
-    with Image.open(path) as im:
+    what = f"a complete {expect}x{expect} image" if expect is not None else "a complete image"
+    with open_image(path, rowref, what) as im:
         im = im.convert("RGB")
         if expect is not None and im.size != (expect, expect):
             raise DataError(f"image {path.name} is {im.size[0]}x{im.size[1]}, expected "
@@ -102,7 +117,7 @@ def load_rafdb(
     items: list[tuple[Path, int, str, tuple[Path | None, int | None]]] = []
     if layout == "official":
         lf = Path(labels_file) if labels_file is not None else root / LABEL_FILE
-        for i, (name, lab) in enumerate(read_partition_labels(lf), start=1):
+        for name, lab, i in _read_partition_rows(lf):
             if name.startswith(split + "_"):
                 img = root / "Image" / "aligned" / (Path(name).stem + "_aligned.jpg")
                 items.append((img, lab, name, (lf, i)))
@@ -114,9 +129,14 @@ def load_rafdb(
             rows = list(csv.reader(f))
         if not rows or [c.strip() for c in rows[0]] != ["image", "label"]:
             raise DataError(f"wrong header {rows[0] if rows else []}, expected ['image', 'label']", lf, 1)
+        first: dict[str, int] = {}
         for i, row in enumerate(rows[1:], start=2):
             if len(row) != 2 or not row[1].strip().isdigit() or not 1 <= int(row[1]) <= 7:
                 raise DataError(f"malformed row {row!r} (labels are 1..7)", lf, i)
+            if row[0] in first:
+                raise DataError(f"image {row[0]} listed twice, on rows {first[row[0]]} and {i}; expected "
+                                "each image once", lf, i)
+            first[row[0]] = i
             lab = int(row[1])
             items.append((root / "DATASET" / split / str(lab) / row[0], lab - 1, row[0], (lf, i)))
     elif layout == "folders":
@@ -172,7 +192,8 @@ def stratified_split(labels: np.ndarray, fraction: float = 0.1, seed: int = 0) -
 def subset(s: FERSplit, idx: np.ndarray, split: str) -> FERSplit:
     return FERSplit(name=s.name, split=split, classes=s.classes, label=s.label[idx], target=s.target[idx],
                     votes=s.votes[idx], source=[s.source[i] for i in idx],
-                    images=None if s.images is None else s.images[idx], meta=dict(s.meta))
+                    images=None if s.images is None else s.images[idx], meta=dict(s.meta),
+                    dropped=dict(s.dropped), colour_images=s.colour_images)
 
 
 def rafdb_counts(root: str | Path | None = None, labels_file: str | Path | None = None,

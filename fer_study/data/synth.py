@@ -34,6 +34,9 @@ from fer_study.classes import FER2013_CLASSES, FERPLUS_CLASSES, FERPLUS_VOTE_COL
 from fer_study.io import atomic_write, write_json
 
 GENERATOR_VERSION = 2
+#: The demo's split (train, valid, test): test-heavy, so that 3,000 images give about 1,200 test
+#: images (one image = 0.08 points) while training stays CPU-sized. FERPlus itself is 80/10/10.
+DEMO_SPLIT = (0.5, 0.1, 0.4)
 #: FERPlus training-set class counts (majority, label.csv), FERPlus order.
 FERPLUS_TRAIN_COUNTS = np.array([8733, 7284, 3136, 3022, 2098, 116, 536, 120], dtype=np.float64)
 
@@ -312,6 +315,32 @@ def load_hr(root: str | Path) -> np.ndarray:
     return np.load(Path(root) / meta["hr_file"], mmap_mode="r")
 
 
+def hr_inputs(root: str | Path, sources: list[str], size: int) -> np.ndarray:
+    """The true high-resolution renders of the images ``sources`` names (the ``source`` of a
+    :class:`~fer_study.data.ferplus.FERSplit` of SynthFER's csv form, ``fer2013new.csv:<line>:...``),
+    area-downscaled to ``size``: (N, 1, size, size) uint8, the input of the ``oracle`` setting."""
+    import torch
+    import torch.nn.functional as F
+
+    from fer_study.errors import DataError
+
+    hr = load_hr(root)
+    rows = []
+    for src in sources:
+        parts = src.split(":")
+        if len(parts) < 2 or parts[0] != "fer2013new.csv":
+            raise DataError(f"image {src!r} is not a SynthFER csv row: the oracle needs SynthFER's csv form", root)
+        rows.append(int(parts[1]) - 2)
+    if rows and max(rows) >= len(hr):
+        raise DataError(f"only the first {len(hr)} rows have high-resolution renders, row {max(rows)} is needed: "
+                        "regenerate SynthFER with n_hr >= n (fer-study data synth --n-hr N)", root)
+    x = torch.from_numpy(np.ascontiguousarray(hr[np.asarray(rows, dtype=np.int64)])).float()[:, None]
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="area") if x.shape[-1] > size else \
+            F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
 def write_rafdb_layout(src: str | Path, out: str | Path, test_fraction: float = 0.2, seed: int = 0) -> int:
     """Write SynthFER's high-resolution renders as an official-layout RAF-DB ``basic/`` tree.
 
@@ -348,15 +377,20 @@ def is_synthetic(root: str | Path) -> bool:
     return (Path(root) / "synthfer.json").is_file()
 
 
-def ensure(root: str | Path, n: int = 3000, seed: int = 0, hr_size: int = 192, imbalance: float = 1.0) -> Path:
-    """Generate SynthFER at ``root`` unless a copy with the same settings is already there."""
+def ensure(root: str | Path, n: int = 3000, seed: int = 0, hr_size: int = 192, imbalance: float = 1.0,
+           n_hr: int | None = None, split_fractions: tuple[float, float, float] = DEMO_SPLIT) -> Path:
+    """Generate SynthFER at ``root`` unless a copy with the same settings is already there (default:
+    the demo's test-heavy split, :data:`DEMO_SPLIT`)."""
     import json
 
     root = Path(root)
+    want = SynthConfig(n=n, seed=seed, hr_size=hr_size, imbalance=imbalance, n_hr=n_hr,
+                       split_fractions=tuple(split_fractions))
     meta = root / "synthfer.json"
     if meta.exists():
-        cfg = json.loads(meta.read_text())["config"]
-        if (cfg["n"], cfg["seed"], cfg["hr_size"], cfg["imbalance"]) == (n, seed, hr_size, imbalance):
+        have = json.loads(meta.read_text())["config"]
+        have["split_fractions"] = tuple(have.get("split_fractions", ()))
+        if have == asdict(want):
             return root
-    generate(root, SynthConfig(n=n, seed=seed, hr_size=hr_size, imbalance=imbalance))
+    generate(root, want)
     return root

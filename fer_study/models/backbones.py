@@ -5,19 +5,45 @@ CPU-sized stand-ins of each family, plus the two classification heads.
 pools), its feature width and the normalisation of its pretrained configuration (ViT augreg uses
 mean/std 0.5, the others ImageNet's), never a hard-coded constant.
 
-Weights: ``pretrained=True`` downloads through timm/huggingface (set ``HF_HUB_OFFLINE=1`` before
-importing timm to forbid it); ``checkpoint=PATH`` loads a local file (``.pth``/``.bin``/
-``.safetensors`` state dict, or an augreg ``.npz``) through timm's ``pretrained_cfg_overlay``.
+Weights: ``pretrained=True`` downloads through timm/huggingface or takes them from the local Hugging
+Face cache; offline and not cached it fails within seconds (:func:`check_pretrained`; with
+``HF_HUB_OFFLINE=1`` only the cache is used). ``checkpoint=PATH`` loads a local file (``.pth``/``.bin``/
+``.safetensors`` state dict, or an augreg ``.npz``) with timm's converter of the model's family, key by
+key: strictly by default (:func:`load_backbone_weights`), the counts of what loaded in
+``Backbone.load_report``. :func:`check_backbone_checkpoint` and :func:`check_pretrained` are the cheap
+checks config validation runs before any data is read. Those and the rest of the weights-file handling
+live in :mod:`fer_study.models.weights`; their names stay importable from here.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
 import torch.nn as nn
+
+from fer_study.models.weights import (  # noqa: F401 - re-exported: callers of this module keep working
+    _CHECKED,
+    _PROBES,
+    WEIGHT_SUFFIXES,
+    KeyDiff,
+    _force_hub_offline,
+    check_backbone_checkpoint,
+    check_pretrained,
+    checkpoint_file,
+    diff_keys,
+    error_reason,
+    few_names,
+    hub_offline,
+    hub_unreachable,
+    load_backbone_weights,
+    pretrained_cached,
+    read_weights_file,
+    save_backbone_checkpoint,
+    shapes,
+    state_dict_in,
+)
 
 #: Paper backbones (Table 1-4): alias -> (timm ``name.tag``, extra kwargs). Expected input 224.
 #: Each tag pins the weights the bare name pointed to in the 2021 timm the authors used (their
@@ -66,6 +92,9 @@ class Backbone:
     std: tuple[float, ...]
     timm_name: str
     img_size: int
+    #: what ``checkpoint`` loaded (:meth:`KeyDiff.report`: file, strict, counts loaded / missing /
+    #: unexpected / mismatched and their first names); None for random init and timm's pretrained weights
+    load_report: dict[str, Any] | None = None
 
 
 def conv_stem(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -96,30 +125,43 @@ def _add_conv_stem(model: nn.Module) -> bool:
     return True
 
 
-def build_backbone(name: str, pretrained: bool = False, checkpoint: str | Path | None = None,
-                   img_size: int | None = None, stem: str = "patch", **kwargs) -> Backbone:
-    """Create a backbone by alias (:data:`BACKBONES`) or any timm model name, without classifier.
-
-    ``stem="conv"`` replaces the patchify convolution by :func:`conv_stem` (random-init CPU stand-ins
-    only: it does not match pretrained weights).
-    """
-    import timm
-
+def _timm_args(name: str, img_size: int | None, kwargs: dict) -> tuple[str, dict]:
+    """The timm name and keyword arguments of the backbone ``name`` (alias or timm name)."""
     timm_name, extra = BACKBONES.get(name, (name, {}))
     kw = {**extra, **kwargs}
     if img_size is not None:
         kw["img_size"] = img_size
     elif name in TINY_BACKBONES:
         kw["img_size"] = 64
+    return timm_name, kw
+
+
+def build_backbone(name: str, pretrained: bool = False, checkpoint: str | Path | None = None,
+                   img_size: int | None = None, stem: str = "patch", checkpoint_strict: bool = True,
+                   **kwargs) -> Backbone:
+    """Create a backbone by alias (:data:`BACKBONES`) or any timm model name, without classifier.
+
+    ``checkpoint``: local weights, loaded by :func:`load_backbone_weights` (strict unless
+    ``checkpoint_strict=False``; what was loaded is ``Backbone.load_report``). ``pretrained``: timm's
+    weights from the hub or its local cache; offline and not cached this is a :class:`ConfigError` within
+    seconds (:func:`check_pretrained`). ``stem="conv"`` replaces the patchify convolution by
+    :func:`conv_stem` (random-init CPU stand-ins only: it does not match pretrained weights).
+    """
+    import timm
+
+    if stem not in ("patch", "conv"):
+        raise ValueError(f"stem must be 'patch' or 'conv', not {stem!r}")
+    if stem == "conv" and (pretrained or checkpoint is not None):
+        raise ValueError("stem='conv' changes the patch embedding and cannot take pretrained weights")
+    timm_name, kw = _timm_args(name, img_size, kwargs)
+    report = None
     if checkpoint is not None:
-        checkpoint = checkpoint_file(checkpoint, timm_name)
-        overlay = {"file": str(checkpoint)}
-        if checkpoint.suffix != ".npz":
-            overlay["custom_load"] = False
-        model = timm.create_model(timm_name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay, **kw)
+        path = checkpoint_file(checkpoint, timm_name)
+        model = timm.create_model(timm_name, pretrained=False, num_classes=0, **kw)
+        report = load_backbone_weights(model, path, timm_name, strict=checkpoint_strict)
     else:
-        if pretrained and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-            _force_hub_offline()  # honour the variable even when huggingface_hub was imported first
+        if pretrained and check_pretrained(timm_name) == "cache" and (hub_offline() or hub_unreachable()):
+            _force_hub_offline()  # the cached file, without a minute of retries against an unreachable hub
         try:
             model = timm.create_model(timm_name, pretrained=pretrained, num_classes=0, **kw)
         except Exception as e:  # noqa: BLE001 - hub errors come in many types
@@ -127,52 +169,13 @@ def build_backbone(name: str, pretrained: bool = False, checkpoint: str | Path |
                 raise
             raise RuntimeError(
                 f"pretrained weights for {timm_name} cannot be had ({type(e).__name__}: {e}). Offline, download "
-                "them elsewhere and pass checkpoint=PATH (or `--set checkpoint=PATH`), or use pretrained=False.") from e
+                "them elsewhere and pass `--set model.checkpoint=PATH`, or use model.pretrained=false.") from e
     if stem == "conv":
-        if pretrained or checkpoint is not None:
-            raise ValueError("stem='conv' changes the patch embedding and cannot take pretrained weights")
         _add_conv_stem(model)
-    elif stem != "patch":
-        raise ValueError(f"stem must be 'patch' or 'conv', not {stem!r}")
     cfg = model.pretrained_cfg
     size = kw.get("img_size") or cfg.get("input_size", (3, 224, 224))[-1]
     return Backbone(model, model.num_features, tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-                    tuple(cfg.get("std", (0.229, 0.224, 0.225))), timm_name, int(size))
-
-
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".bin", ".npz")
-
-
-def checkpoint_file(checkpoint: str | Path, timm_name: str) -> Path:
-    """``checkpoint`` itself when it is a file; for a folder, the file in it named by the timm model
-    (``swin_base_patch4_window7_224.ms_in22k_ft_in1k.safetensors``, or without the tag), so one folder
-    serves every backbone of a grid."""
-    p = Path(checkpoint)
-    if p.is_file():
-        return p
-    if p.is_dir():
-        names = [timm_name, timm_name.split(".")[0]]
-        for n in dict.fromkeys(names):
-            for suf in WEIGHT_SUFFIXES:
-                if (p / f"{n}{suf}").is_file():
-                    return p / f"{n}{suf}"
-        raise FileNotFoundError(f"backbone checkpoint folder {p} has no weights for {timm_name}: looked for "
-                                f"{' or '.join(dict.fromkeys(names))} with suffix {', '.join(WEIGHT_SUFFIXES)}")
-    raise FileNotFoundError(f"backbone checkpoint not found: {p}")
-
-
-def _force_hub_offline() -> None:
-    """Make huggingface_hub use only its local cache (fast failure instead of network time-outs)."""
-    try:
-        import huggingface_hub.constants as c
-
-        c.HF_HUB_OFFLINE = True
-        import huggingface_hub.file_download as fd
-
-        if hasattr(fd, "HF_HUB_OFFLINE"):
-            fd.HF_HUB_OFFLINE = True
-    except ImportError:  # pragma: no cover
-        pass
+                    tuple(cfg.get("std", (0.229, 0.224, 0.225))), timm_name, int(size), report)
 
 
 def make_head(kind: str, num_features: int, num_classes: int) -> nn.Module:
@@ -189,10 +192,3 @@ def count_parameters(m: nn.Module | None, trainable_only: bool = False) -> int:
     if m is None:
         return 0
     return sum(p.numel() for p in m.parameters() if p.requires_grad or not trainable_only)
-
-
-def save_backbone_checkpoint(model: nn.Module, path: str | Path) -> Path:
-    """Write a state-dict checkpoint that ``build_backbone(checkpoint=...)`` reads."""
-    from fer_study.io import atomic_write
-
-    return atomic_write(path, lambda p: torch.save(model.state_dict(), p))

@@ -31,6 +31,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -40,6 +41,7 @@ from fer_study.errors import ConfigError
 from fer_study.models.backbones import BACKBONES, build_backbone, count_parameters, make_head
 from fer_study.models.resizer import LearnToResize
 from fer_study.models.stn import STN
+from fer_study.models.weights import check_backbone_checkpoint, check_pretrained
 from fer_study.overrides import check_fields, check_paths, option
 
 HUB_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
@@ -75,6 +77,8 @@ class ModelConfig:
     ltr_r: int = option(1, ge=1)
     pretrained: bool = False
     checkpoint: str | None = option(None, path="file_or_dir")  # a weights file, or a folder of them
+    # false: a checkpoint that fits only in part loads what matches (counts in the run's load report)
+    checkpoint_strict: bool = True
     stem: str = option("patch", choices=("patch", "conv"))  # patch: the backbone's own; conv: CPU stand-ins
     backbone_kwargs: dict = field(default_factory=dict)
     normalise: str = option("input", choices=("input", "backbone"))  # input: the authors' (see the module doc)
@@ -82,13 +86,36 @@ class ModelConfig:
 
     def validate(self, check_files: bool | Collection[str] = True) -> None:
         """Types, choices and ranges of every field (:class:`ConfigError` naming ``model.KEY``, the value
-        and what was expected), the backbone name, and ``checkpoint`` existing as a file (``check_files``:
-        True, False or the keys to check, e.g. ``{"model.checkpoint"}``)."""
+        and what was expected), the backbone name, a conv stem given weights, then the weights selected by
+        ``check_files`` (True, False or the keys to check, e.g. ``{"model.checkpoint"}``): see
+        :meth:`check_weights`."""
         check_fields(self, "model.")
         if self.down == "none" and self.up == "sr":
             raise ConfigError("model.down=none: up=sr needs a downsizer (ltr or bilinear) to reach the backbone size")
         _check_backbone(self.backbone)
-        check_paths(self, "model.", check_files)
+        # (a checkpoint that does not exist is reported as such, by the path check, when files are checked)
+        if self.stem == "conv" and (self.pretrained or (self.checkpoint is not None and Path(self.checkpoint).exists())):
+            given = "model.pretrained=true" if self.pretrained else f"model.checkpoint={self.checkpoint}"
+            raise ConfigError(f"model.stem=conv: the convolutional stem replaces the patch embedding and cannot take "
+                              f"pretrained weights ({given}); use model.stem=patch")
+        self.check_weights(check_files)
+
+    def check_weights(self, which: bool | Collection[str] = True) -> None:
+        """Of the keys selected by ``which`` (True, False or keys such as ``model.checkpoint``): the
+        checkpoint exists and holds weights of this backbone (key by key, strictly unless
+        ``checkpoint_strict=false``; :func:`~fer_study.models.backbones.check_backbone_checkpoint`), and
+        ``pretrained`` weights without a checkpoint are in the local cache or the hub is reachable
+        (:func:`~fer_study.models.backbones.check_pretrained`, seconds). Errors: :class:`ConfigError`."""
+        check_paths(self, "model.", which)
+
+        def wanted(key: str) -> bool:
+            return which is True or (not isinstance(which, bool) and key in which)
+
+        if self.checkpoint is not None and wanted("model.checkpoint"):
+            check_backbone_checkpoint(self.checkpoint, self.backbone, img_size=self.img_size,
+                                      strict=self.checkpoint_strict, **self.backbone_kwargs)
+        elif self.pretrained and self.checkpoint is None and wanted("model.pretrained"):
+            check_pretrained(self.backbone)
 
     @property
     def input_kind(self) -> str:
@@ -104,7 +131,11 @@ class NeuralResizerClassifier(nn.Module):
         cfg.validate()
         self.cfg = cfg
         bb = build_backbone(cfg.backbone, pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
-                            img_size=cfg.img_size, stem=cfg.stem, **cfg.backbone_kwargs)
+                            img_size=cfg.img_size, stem=cfg.stem, checkpoint_strict=cfg.checkpoint_strict,
+                            **cfg.backbone_kwargs)
+        #: what ``cfg.checkpoint`` loaded into the backbone (counts loaded / missing / unexpected /
+        #: mismatched, :attr:`~fer_study.models.backbones.Backbone.load_report`); None without a checkpoint
+        self.weights_report = bb.load_report
         self.img_size = bb.img_size
         self.backbone = bb.model
         self.head = make_head(cfg.head, bb.num_features, cfg.num_classes)

@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fer_study.errors import ConfigError
+
 DIC_MEAN = (0.509, 0.424, 0.378)
 
 
@@ -254,36 +256,44 @@ def extract_state_dict(ckpt: Mapping) -> dict[str, torch.Tensor]:
         if isinstance(sd, Mapping) and key in sd and isinstance(sd[key], Mapping):
             sd = sd[key]
             break
-    return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items()}
+    return {(k[7:] if isinstance(k, str) and k.startswith("module.") else k): v for k, v in sd.items()}
 
 
-def load_dic(path: str | Path, map_location: str | torch.device = "cpu", **kwargs) -> DIC:
-    """Build ``DIC(**kwargs)`` and load a checkpoint strictly (missing or unexpected keys are an error)."""
+DIC_EXPECTED = ("the Helen x8 DIC checkpoint released with github.com/Maclory/Deep-Iterative-Collaboration "
+                "(e.g. best_ckp.pth)")
+
+
+def read_dic_state_dict(path: str | Path, label: str = "sr_weights", **kwargs) -> dict[str, torch.Tensor]:
+    """The state dict of a DIC checkpoint, checked key by key against ``DIC(**kwargs)`` (built on the
+    meta device: nothing is allocated). A file that is not a checkpoint or not DIC's is a
+    :class:`~fer_study.errors.ConfigError` naming ``label``, the file and how many of the expected keys it
+    has (``DIC checkpoint with 0 of 296 expected keys``)."""
+    from fer_study.models.weights import diff_keys, read_weights_file, shapes
+
+    path = Path(path)
+    obj = read_weights_file(path, label, DIC_EXPECTED)
+    if not isinstance(obj, Mapping):
+        raise ConfigError(f"{label} {path}: holds a {type(obj).__name__}, not a state dict; expected {DIC_EXPECTED}")
+    sd = {k: v for k, v in extract_state_dict(obj).items() if isinstance(v, torch.Tensor)}
+    with torch.device("meta"):
+        own = shapes(DIC(**kwargs).state_dict())
+    diff = diff_keys(own, shapes(sd))
+    if not diff.exact:
+        raise ConfigError(f"{label} {path}: DIC checkpoint with {len(diff.matched)} of {diff.expected} expected keys "
+                          f"({diff.counts()}: {diff.details()}); expected {DIC_EXPECTED}")
+    return sd
+
+
+def load_dic(path: str | Path, map_location: str | torch.device = "cpu", label: str = "sr_weights", **kwargs) -> DIC:
+    """Build ``DIC(**kwargs)`` and load a checkpoint strictly: a missing file is a FileNotFoundError, a file
+    that is not a DIC checkpoint (missing, unexpected or wrong-shape keys) a ConfigError
+    (:func:`read_dic_state_dict`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"DIC weights not found: {path}. Download the Helen x8 DIC checkpoint released with "
             "github.com/Maclory/Deep-Iterative-Collaboration (e.g. best_ckp.pth) and pass its path.")
+    sd = read_dic_state_dict(path, label, **kwargs)
     model = DIC(**kwargs)
-    sd = extract_state_dict(torch.load(path, map_location=map_location, weights_only=True))
-    load_strict(model, sd, str(path))
-    return model.eval()
-
-
-def load_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], name: str = "checkpoint") -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shape = sorted(k for k in set(own) & set(sd) if own[k].shape != sd[k].shape)
-    if missing or unexpected or shape:
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:8]) + (f" ... ({len(keys)} in all)" if len(keys) > 8 else "")
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {few(unexpected)}")
-        if shape:
-            parts.append(f"shape mismatch: {few(shape)}")
-        raise KeyError(f"{name} does not match {type(model).__name__}: " + "; ".join(parts))
     model.load_state_dict(sd, strict=True)
+    return model.to(map_location).eval()

@@ -17,6 +17,9 @@ bilinear on grayscale input, a 1-channel ``facesr``) give one channel (three for
 :meth:`SuperResolver.identity`, so SR cache entries written when their output was averaged to gray
 are never reused.
 The network is frozen (``requires_grad=False``, eval mode) and never trained by the classifier.
+A weights file that is not the backend's network (text, random bytes, empty, truncated, another
+network's state dict) is a :class:`~fer_study.errors.ConfigError` naming the file and what was expected;
+:func:`check_sr_weights` is the cheap form config validation runs before any data is read.
 
 ``precision``: ``fp32`` (default; on CUDA cuDNN's default TF32 convolutions) or ``bf16`` (autocast,
 for the cache build on a GPU: DIC costs about 764 GFLOP per 48 -> 384 image). It is part of
@@ -26,14 +29,22 @@ for the cache build on a GPU: DIC costs about 764 GFLOP per 48 -> 384 image). It
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fer_study.errors import ConfigError
+
 BACKENDS = ("dic", "spandrel", "facesr", "bicubic", "bilinear")
+#: The backends that load a weights file (``weights`` / ``sr_weights``).
+WEIGHTED_BACKENDS = ("dic", "spandrel", "facesr")
 PRECISIONS = ("fp32", "bf16")
+FACESR_EXPECTED = "a facesr checkpoint written by `fer-study sr train`"
+SPANDREL_EXPECTED = "a single-image SR checkpoint spandrel loads (e.g. a SwinIR x8 .pth)"
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -49,6 +60,78 @@ def save_facesr(model: nn.Module, path: str | Path, extra: dict | None = None) -
 
     obj = {"kind": "facesr", "config": model.config, "state_dict": model.state_dict(), **(extra or {})}
     return atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def read_facesr(path: str | Path, label: str = "sr_weights") -> dict[str, Any]:
+    """A facesr checkpoint (``kind``, ``config``, ``state_dict``), its keys checked against
+    ``FaceSR(**config)`` on the meta device; anything else is a :class:`ConfigError` naming the file."""
+    from fer_study.models.facesr import FaceSR
+    from fer_study.models.weights import diff_keys, few_names, read_weights_file, shapes
+
+    obj = read_weights_file(path, label, FACESR_EXPECTED)
+    if not isinstance(obj, Mapping):
+        raise ConfigError(f"{label} {path}: holds a {type(obj).__name__}, not a facesr checkpoint; "
+                          f"expected {FACESR_EXPECTED}")
+    if obj.get("kind") != "facesr" or not isinstance(obj.get("config"), Mapping) \
+            or not isinstance(obj.get("state_dict"), Mapping):
+        raise ConfigError(f"{label} {path}: not a facesr checkpoint (kind {obj.get('kind')!r}; keys "
+                          f"{few_names([str(k) for k in obj])}); expected {FACESR_EXPECTED}")
+    try:
+        with torch.device("meta"):
+            own = shapes(FaceSR(**obj["config"]).state_dict())
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{label} {path}: facesr config {dict(obj['config'])} is not FaceSR's ({e}); "
+                          f"expected {FACESR_EXPECTED}") from None
+    sd = {k: v for k, v in obj["state_dict"].items() if isinstance(v, torch.Tensor)}
+    diff = diff_keys(own, shapes(sd))
+    if not diff.exact:
+        raise ConfigError(f"{label} {path}: facesr checkpoint with {len(diff.matched)} of {diff.expected} expected "
+                          f"keys ({diff.counts()}: {diff.details()}); expected {FACESR_EXPECTED}")
+    return dict(obj)
+
+
+def read_spandrel(path: str | Path, label: str = "sr_weights") -> Any:
+    """spandrel's model descriptor of ``path``; a file it cannot load is a :class:`ConfigError`."""
+    import spandrel
+
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{label} {path}: empty file (0 bytes); expected {SPANDREL_EXPECTED}")
+    try:
+        return spandrel.ModelLoader().load_from_file(str(path))
+    except Exception as e:  # noqa: BLE001 - unpickling, unsupported architecture, ...
+        from fer_study.models.weights import error_reason
+
+        raise ConfigError(f"{label} {path}: not a checkpoint spandrel can load ({error_reason(e)}); "
+                          f"expected {SPANDREL_EXPECTED}") from None
+
+
+_CHECKED: set[tuple] = set()
+
+
+def check_sr_weights(backend: str, path: str | Path, label: str = "sr_weights") -> None:
+    """Validation of ``sr_weights`` before any data is read: for a backend with weights, the file holds
+    that network's weights (DIC and facesr: its keys and shapes are read and compared; spandrel: it
+    loads). Errors: :class:`ConfigError` naming the file and what was expected. Nothing to check for
+    ``bicubic`` / ``bilinear``; a checked file is remembered by path, size and mtime."""
+    if backend not in WEIGHTED_BACKENDS:
+        return
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{label}={path}: no such file")
+    st = path.stat()
+    key = (backend, str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _CHECKED:
+        return
+    if backend == "dic":
+        from fer_study.models.dic import read_dic_state_dict
+
+        read_dic_state_dict(path, label)
+    elif backend == "facesr":
+        read_facesr(path, label)
+    else:
+        read_spandrel(path, label)
+    _CHECKED.add(key)
 
 
 class SuperResolver(nn.Module):
@@ -78,18 +161,14 @@ class SuperResolver(nn.Module):
                 self.net = load_dic(self.weights)
                 self.net_out_channels = 3
             elif backend == "spandrel":
-                import spandrel
-
-                desc = spandrel.ModelLoader().load_from_file(str(self.weights))
+                desc = read_spandrel(self.weights)
                 self.net = desc.model
                 self.channels = desc.input_channels
                 self.net_out_channels = desc.output_channels
             else:
                 from fer_study.models.facesr import FaceSR
 
-                ck = torch.load(self.weights, map_location="cpu", weights_only=False)
-                if ck.get("kind") != "facesr":
-                    raise ValueError(f"{self.weights} is not a facesr checkpoint")
+                ck = read_facesr(self.weights)
                 self.net = FaceSR(**ck["config"])
                 self.net.load_state_dict(ck["state_dict"])
                 self.channels = self.net_out_channels = ck["config"]["channels"]

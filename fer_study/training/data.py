@@ -3,6 +3,7 @@ tensors the model is fed (cached SR images, Sec. 2.1, or the raw 48x48 images)."
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +23,15 @@ SPLITS = ("train", "valid", "test")
 def load_splits(cfg: TrainConfig) -> dict[str, FERSplit]:
     """train/valid/test in the data set's class order (RAF-DB: valid carved from train)."""
     nc = cfg.model.num_classes
+    root = Path(cfg.data_root)
+    if not root.exists():
+        from fer_study.config import ROOT_KEYS
+        from fer_study.errors import DataError
+
+        how = ("make it with `fer-study data synth --out {r}` (or `make demo`, which also trains the demo's facesr)"
+               if cfg.dataset == "synthfer" else "point --set {k}=PATH at your copy (README: Bringing your own data)")
+        raise DataError(f"{ROOT_KEYS[cfg.dataset]}={root}: no such folder; "
+                        + how.format(r=root, k=ROOT_KEYS[cfg.dataset]))
     if cfg.dataset in ("ferplus", "synthfer"):
         splits = {s: load_ferplus(cfg.data_root, s, cfg.label_mode, nc) for s in SPLITS}
     elif cfg.dataset == "rafdb":
@@ -84,14 +94,20 @@ def channels_first(images: np.ndarray) -> np.ndarray:
 
 def model_inputs(cfg: TrainConfig, splits: dict[str, FERSplit], device: torch.device,
                  progress: bool = True) -> dict[str, DeviceData]:
-    """The tensors the model is fed: cached SR images (SR settings) or the raw 48x48 images."""
+    """The tensors the model is fed: cached SR images (SR settings), SynthFER's true high-resolution
+    renders at the SR size (``sr_backend=oracle``) or the raw 48x48 images."""
     from fer_study.sr_cache import build_sr_cache
 
     out = {}
-    sr = make_sr(cfg, device) if cfg.model.input_kind == "sr" else None
+    oracle = cfg.model.input_kind == "sr" and cfg.sr_backend == "oracle"
+    sr = make_sr(cfg, device) if cfg.model.input_kind == "sr" and not oracle else None
     for s, sp in splits.items():
         imgs = channels_first(sp.images)
-        if sr is not None:
+        if oracle:
+            from fer_study.data.synth import hr_inputs
+
+            imgs = hr_inputs(cfg.data_root, sp.source, cfg.model.sr_size)
+        elif sr is not None:
             imgs, _ = build_sr_cache(imgs, sr, cfg.cache_dir, device=device, progress=progress,
                                      label=f"{cfg.dataset}-{s}")
             imgs = np.asarray(imgs)

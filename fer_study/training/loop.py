@@ -32,9 +32,10 @@ from fer_study.allocator import tune_cpu_allocator
 from fer_study.config import TrainConfig
 from fer_study.data.synth import is_synthetic
 from fer_study.errors import RunError
+from fer_study.inputs import StaleRunError, run_inputs, stale_message
 from fer_study.io import environment
 from fer_study.models.classifier import NeuralResizerClassifier
-from fer_study.runs import Run, RunStore, predictions_csv
+from fer_study.runs import CHECKPOINT, Run, RunStore, predictions_csv
 from fer_study.training.data import load_splits, make_prior, make_sr, model_inputs
 from fer_study.training.distributed import Dist, all_reduce, barrier, init_dist
 from fer_study.training.evaluate import evaluate
@@ -103,19 +104,32 @@ def epoch_batches(n: int, batch: int, drop_last: bool, world: int = 1) -> list[t
 def train(cfg: TrainConfig, force: bool = False, hooks: TrainHooks | None = None) -> Path:
     """Train (or resume, or skip if finished) the run of ``cfg``; returns its run directory."""
     hooks = hooks or TrainHooks()
+    # the weights this run reads are opened and checked before any data is (a profile's own default
+    # paths are not checked by make_config, which only checks the files the overrides name)
+    cfg.validate(check_files={"model.checkpoint", "model.pretrained"} | (
+        {"sr_weights"} if cfg.model.up == "sr" and cfg.sr_backend != "oracle" else set()))
     device = select_device(cfg.device)
     allocator = tune_cpu_allocator() if device.type == "cpu" else {"applied": False, "reason": "not a CPU run"}
     dist = init_dist(device.type)
     run = RunStore.of(cfg).run_for(cfg)
+    inputs = run_inputs(cfg)
+    if not force and (run.is_finished() or run.file(CHECKPOINT).is_file()):
+        changed = run.input_changes(inputs)
+        if changed:
+            what = "finished" if run.is_finished() else "partly trained"
+            raise StaleRunError(stale_message(run.run_id, changed, f"It is {what} at {run.path}; retrain it with "
+                                              "--force (fer-study train) or --retrain-stale (fer-study run), or "
+                                              "restore the inputs."))
     if run.is_finished() and not force:
         if dist.main:
+            run.tidy()
             print(f"finished run found, skipped: {run.path} (use force to retrain)")
         return run.path
     if force and dist.main and run.path.exists():
         shutil.rmtree(run.path)
     barrier(dist)
     if dist.main:
-        run.begin(cfg.to_dict(), _environment(device, cfg, dist, allocator))
+        run.begin(cfg.to_dict(), _environment(device, cfg, dist, allocator), inputs)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2 ** 32))
     show = cfg.progress and dist.main
@@ -176,7 +190,7 @@ def train(cfg: TrainConfig, force: bool = False, hooks: TrainHooks | None = None
                                       check=functools.partial(guard, step))
             correct += (logits.argmax(-1) == y).sum()
             if show and step % 10 == 0:
-                bar.set_postfix(loss=f"{float(loss):.3f}",
+                bar.set_postfix(loss=f"{loss.detach().item():.3f}",
                                 img_s=f"{bounds[step][1] * dist.world / (time.perf_counter() - t0):.0f}")
         bar.close()
         if device.type == "cuda":
@@ -232,6 +246,8 @@ def _metrics(cfg: TrainConfig, splits: dict, history: list[dict], best: dict[str
         "run_id": cfg.run_id(), "finished": True, "dataset": cfg.dataset,
         "synthetic": cfg.dataset == "synthfer" or is_synthetic(cfg.data_root), "classes": list(splits["test"].classes),
         "n": {s: len(sp) for s, sp in splits.items()}, "seed": cfg.seed, "epochs": cfg.epochs,
+        "data": {s: {"rows_read": sp.meta.get("rows_read"), "dropped": dict(sp.dropped),
+                     "colour_images": sp.colour_images} for s, sp in splits.items()},
         "protocols": {
             "clean": {"description": "model chosen on validation accuracy; deterministic test transform; "
                                      "full test set", "selected_epoch": best["epoch"],
@@ -245,4 +261,5 @@ def _metrics(cfg: TrainConfig, splits: dict, history: list[dict], best: dict[str
         "train_seconds": round(t_train, 2),
         "images_per_s_mean": round(float(np.mean([r["images_per_s"] for r in history])), 1),
         "parameters": model.parameter_summary(),
+        "backbone_weights": model.weights_report,  # what model.checkpoint loaded (None: random init / timm hub)
     }
