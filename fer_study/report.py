@@ -172,7 +172,13 @@ def _paired(a: CellRuns, b: CellRuns) -> str:
         ca.append(pa == ya)
         cb.append(pb == yb)
     c = compare(ca, cb, common)
-    return f"{c.label()}; McNemar per seed p={', '.join(f'{p:.2g}' for p in c.mcnemar_p)}"
+    fields: dict[str, float | int | str | None] = {
+        "diff (points)": round(c.diff, 4), "CI low (points)": round(c.ci[0], 4), "CI high (points)": round(c.ci[1], 4),
+        "p (bootstrap)": round(c.p, 6), "significant": int(c.significant), "seeds": len(c.seeds),
+        **{f"McNemar p seed {s}": round(p, 6) for s, p in zip(c.seeds, c.mcnemar_p)}}
+    verdict = "*" if c.significant else ""
+    return Value(f"{c.label()}; McNemar per seed p={', '.join(f'{p:.2g}' for p in c.mcnemar_p)}", fields,
+                 latex=f"{c.diff:+.2f} [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}]{verdict}")
 
 
 def _pairs(spec: TableSpec, res: dict[str, CellRuns]) -> list[dict]:
