@@ -34,4 +34,4 @@ bench: $(STAMP)  ## CPU benchmark (results/bench/)
 	$(BIN)/fer-study bench --device cpu --backbone swin_s --batch 8 --steps 10 --warmup 2 --baseline-images 64
 
 clean-demo:  ## remove generated data, caches and run directories (never committed)
-	rm -rf data/synthfer cache results/runs
+	rm -rf data/synthfer data/synthfer_rafdb cache results/runs
