@@ -65,7 +65,8 @@ def _cmd_data_synth(a: argparse.Namespace) -> int:
         print(f"{out} already holds SynthFER (synthfer.json); use --force to regenerate", file=sys.stderr)
         return 1
     t = time.perf_counter()
-    s = generate(out, SynthConfig(n=a.n, seed=a.seed, hr_size=a.hr_size, n_hr=a.n_hr, imbalance=a.imbalance))
+    s = generate(out, SynthConfig(n=a.n, seed=a.seed, hr_size=a.hr_size, n_hr=a.n_hr, imbalance=a.imbalance,
+                                  split_fractions=tuple(a.split)))
     print(f"SynthFER: {a.n} images (seed {a.seed}) written to {out} in {time.perf_counter() - t:.1f} s")
     print("true classes: " + ", ".join(f"{k}={v}" for k, v in s["true_class_counts"].items()))
     if a.rafdb_layout:
@@ -298,7 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sy = dsub.add_parser("synth", help="generate the SynthFER data set (FERPlus formats)")
     sy.add_argument("--out", required=True, help="folder to write (e.g. data/synthfer, the demo profile's root)")
-    sy.add_argument("--n", type=int, default=2000, help="images to generate")
+    sy.add_argument("--n", type=int, default=3000,
+                    help="images to generate (left as they are, these options make the demo's data set)")
+    sy.add_argument("--split", type=float, nargs=3, default=[0.5, 0.1, 0.4], metavar=("TRAIN", "VALID", "TEST"),
+                    help="fractions of the three splits (FERPlus itself is 0.8 0.1 0.1)")
     sy.add_argument("--seed", type=int, default=0, help="generator seed (the data set is deterministic per seed)")
     sy.add_argument("--hr-size", type=int, default=192, help="render size of the high-resolution faces")
     sy.add_argument("--n-hr", type=int, default=None, help="how many HR renders to keep (default: min(n, 3000))")

@@ -162,6 +162,12 @@ class TrainConfig:
         for k in (*NON_RESULT_KEYS, *ROOT_KEYS.values()):
             d.pop(k, None)
         d["data_root"] = self.data_root
+        # a path inside this checkout hashes as the relative path it would be written as, so the same
+        # run has one id whether a path was written relative (fer-study run from the root) or made
+        # absolute (01_train in JupyterLab resolves relative paths against the project root)
+        d["data_root"] = _in_project(d["data_root"])
+        d["sr_weights"] = _in_project(d["sr_weights"])
+        d["model"]["checkpoint"] = _in_project(d["model"]["checkpoint"])
         for k, legacy in LATER_KEYS.items():
             if d.get(k) == legacy:
                 d.pop(k)
@@ -172,6 +178,18 @@ class TrainConfig:
         m = self.model
         stn = "-stn" if m.stn else ""
         return f"{self.dataset}-{m.backbone}-{m.up}-{m.down}{stn}-{self.loss}-s{self.seed}-{h}"
+
+
+def _in_project(path: str | None) -> str | None:
+    """``path`` relative to the project root when it is an absolute path inside it, else unchanged."""
+    if not path or not Path(path).is_absolute():
+        return path
+    from fer_study.paths import project_root
+
+    try:
+        return Path(path).relative_to(project_root()).as_posix()
+    except ValueError:
+        return path
 
 
 def _check_device(device: str) -> None:

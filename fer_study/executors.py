@@ -214,7 +214,9 @@ def submit_grid(table: str, profile: str, seeds: list[int], overrides: list[str]
     for i, (job, entry) in enumerate(zip(todo, manifest.runs), 1):
         state, jid = job.run.state(), previous.get(job.run_id, (None,))[0]
         where = f"[{i}/{len(todo)}] {{}} {job.run_id}  <- {', '.join(job.labels)}"
-        changed = job.run.input_changes(run_inputs(job.config, fingerprints)) if state == "finished" else []
+        resumable = state in ("partial", "failed") and job.run.file(CHECKPOINT).is_file()
+        changed = (job.run.input_changes(run_inputs(job.config, fingerprints))
+                   if state == "finished" or resumable else [])
         if changed and not retrain_stale:
             stale.append(f"{job.run_id} ({'; '.join(changed)})")
             log(where.format(f"STALE ({'; '.join(changed)})"))
@@ -239,7 +241,7 @@ def submit_grid(table: str, profile: str, seeds: list[int], overrides: list[str]
         else:
             pending.append((job, entry))
     if stale and not dry_run:
-        raise StaleRunError(f"{len(stale)} finished run(s) were trained on other inputs, nothing was submitted: "
+        raise StaleRunError(f"{len(stale)} finished or partly trained run(s) were trained on other inputs, nothing was submitted: "
                             f"{', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}. Re-run with "
                             "--retrain-stale to retrain them, or restore the inputs.")
     if dry_run:

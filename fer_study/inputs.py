@@ -69,9 +69,10 @@ def data_files(dataset: str, root: str | Path) -> list[Path]:
             if (root / folder).is_dir():
                 out.extend(_walk(root / folder))
     elif dataset == "rafdb":
-        label = root / "EmoLabel" / "list_patition_label.txt"
-        if label.is_file():
-            out.append(label)
+        for label in (root / "EmoLabel" / "list_patition_label.txt", root / "train_labels.csv",
+                      root / "test_labels.csv"):
+            if label.is_file():
+                out.append(label)
         for sub in (root / "Image" / "aligned", root / "DATASET"):
             if sub.is_dir():
                 out.extend(_walk(sub))
@@ -104,7 +105,7 @@ def data_fingerprint(dataset: str, root: str | Path, cache: dict | None = None) 
 def weights_files(cfg: TrainConfig) -> dict[str, str]:
     """{config key: path} of the weights files the run of ``cfg`` reads."""
     out: dict[str, str] = {}
-    if cfg.model.up == "sr" and cfg.sr_weights and cfg.sr_backend not in ("bicubic", "bilinear"):
+    if cfg.model.up == "sr" and cfg.sr_weights and cfg.sr_backend not in ("bicubic", "bilinear", "oracle"):
         out["sr_weights"] = str(cfg.sr_weights)
     if cfg.model.checkpoint:
         from fer_study.models.backbones import BACKBONES

@@ -54,7 +54,21 @@ def strip_volatile(nb: Any) -> Any:
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.source = unpublish(cell.source)
     return _renumber_widgets(nb)
+
+
+#: What replaces ``publish = True`` in a saved notebook's injected parameters.
+UNPUBLISHED = ("publish = False  # `fer-study report` ran this with publish=True (the committed outputs); "
+               "a re-run (JupyterLab, nbval) writes to the scratch folder")
+
+
+def unpublish(source: str) -> str:
+    """The injected parameters of a saved notebook with ``publish = True`` turned off: only ``fer-study
+    report`` writes the committed tables and figures, never a re-run of the saved notebook (JupyterLab's
+    Run All, nbval). The notebook's papermill metadata keeps the parameters it ran with."""
+    return "\n".join(UNPUBLISHED if ln.strip() == "publish = True" else ln for ln in source.split("\n"))
 
 
 def _renumber_widgets(nb: Any) -> Any:

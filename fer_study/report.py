@@ -63,6 +63,7 @@ class CellRuns:
     clean: list[float] = field(default_factory=list)
     authors: list[float] = field(default_factory=list)
     dataset: str | None = None
+    unverified: list[str] = field(default_factory=list)  # runs without inputs.json (older versions)
 
     def run_of(self, seed: int) -> Run:
         return self.runs[self.seeds.index(seed)]
@@ -110,7 +111,9 @@ def collect(spec: TableSpec, profile: str, seeds: list[int] | None = None,
             if not run.is_finished():
                 continue
             changed = run.input_changes(run_inputs(rooted(run.config()), fingerprints))
-            if changed:
+            if run.inputs() is None:  # trained before inputs were recorded: reported, marked unverified
+                cr.unverified.append(run.run_id)
+            elif changed:
                 raise StaleRunError(stale_message(run.run_id, changed, f"It fills {spec.name} {key}, seed {s}; "
                                                   "retrain it (fer-study run ... --retrain-stale) or restore the "
                                                   "inputs before reporting."))
@@ -169,6 +172,11 @@ def _paired(a: CellRuns, b: CellRuns) -> str:
     for s in common:
         ya, pa = a.run_of(s).predictions()
         yb, pb = b.run_of(s).predictions()
+        if not np.array_equal(ya, yb):
+            from fer_study.errors import RunError
+
+            raise RunError(f"runs {a.run_of(s).run_id} and {b.run_of(s).run_id} (seed {s}) were tested on different "
+                           "images or labels: they cannot be compared image by image")
         ca.append(pa == ya)
         cb.append(pb == yb)
     c = compare(ca, cb, common)
@@ -202,11 +210,20 @@ def _pairs(spec: TableSpec, res: dict[str, CellRuns]) -> list[dict]:
 
 
 def _gap(res: dict[str, CellRuns], key: str, base: str, oracle: str) -> str:
-    """Fraction of the gap between the baseline and the oracle that ``key`` recovers (seed means)."""
-    a, o, x = (res[k].clean for k in (base, oracle, key))
-    if not (a and o and x) or abs(np.mean(o) - np.mean(a)) < 1e-9:
+    """Fraction of the gap between the baseline and the oracle that ``key`` recovers, over the seeds all
+    three have; "–" unless the oracle is ahead of the baseline by more than 1 point (a smaller gap
+    makes the fraction noise)."""
+    common = [s for s in res[base].seeds if s in res[oracle].seeds and s in res[key].seeds]
+    if not common:
         return "–"
-    return f"{(np.mean(x) - np.mean(a)) / (np.mean(o) - np.mean(a)):.2f}"
+
+    def mean(k: str) -> float:
+        return float(np.mean([res[k].clean[res[k].seeds.index(s)] for s in common]))
+
+    a, o, x = mean(base), mean(oracle), mean(key)
+    if o - a <= 1.0:
+        return "–"
+    return f"{(x - a) / (o - a):.2f}"
 
 
 def _rows(spec: TableSpec, res: dict[str, CellRuns]) -> list[dict]:
@@ -254,7 +271,7 @@ def build_table(table: str, profile: str, seeds: object = None,
     res = collect(spec, profile, seeds_l, overrides)
     found = sorted({s for r in res.values() for s in r.seeds})
     datasets = sorted({v.dataset for v in res.values() if v.dataset})
-    df = pd.DataFrame(LAYOUTS[spec.layout](spec, res))
+    df = pd.DataFrame(LAYOUTS[spec.layout](spec, res), dtype=object)  # object: cells keep their numbers (Value)
     stand_in = ", ".join(f"{k}→{v}" for k, v in DEMO_BACKBONE.items())
     notes = [f"{table}: profile `{profile}`, seeds {seeds_l or found} (finished runs found for seeds {found}).",
              f"Our data: {', '.join(datasets) or 'no finished runs yet'}. Paper numbers: real FERPlus/RAF-DB, "
@@ -266,6 +283,11 @@ def build_table(table: str, profile: str, seeds: object = None,
              "0 (a difference that should survive a re-run with other seeds). Per-seed exact McNemar p-values "
              "for information: they count test images only."]
     notes += list(spec.notes)
+    unverified = sorted({r for v in res.values() for r in v.unverified})
+    if unverified:
+        notes.append(f"Inputs unverified: {len(unverified)} run(s) were trained before fer-study recorded the "
+                     "fingerprints of their data and weights (inputs.json), so nothing shows they match the files "
+                     f"now ({', '.join(unverified[:3])}{' ...' if len(unverified) > 3 else ''}).")
     if PROFILE_BACKBONES.get(profile) is DEMO_BACKBONE:
         notes.insert(1, f"DEMO: SynthFER and CPU-sized random-init stand-ins ({stand_in}) with a conv stem "
                         "at 48 px, 3 epochs; facesr x2 (48->96) instead of DIC x8 (48->384); LTR n=8. These numbers "

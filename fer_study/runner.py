@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from fer_study.config import TrainConfig
 from fer_study.inputs import StaleRunError, run_inputs
 from fer_study.io import git_sha
-from fer_study.runs import Manifest, PlannedRun, Run, RunStore
+from fer_study.runs import CHECKPOINT, Manifest, PlannedRun, Run, RunStore
 from fer_study.tables import TRAIN_NOTEBOOK, Cell, TableSpec, cell_applies, cell_config, tables_for
 
 
@@ -111,7 +111,9 @@ def run_grid(table: str, profile: str, seeds: list[int], overrides: list[str] | 
     fingerprints: dict = {}
     for i, (job, entry) in enumerate(zip(todo, manifest.runs), 1):
         state = job.run.state()
-        changed = job.run.input_changes(run_inputs(job.config, fingerprints)) if state == "finished" else []
+        resumable = state in ("partial", "failed") and job.run.file(CHECKPOINT).is_file()
+        changed = (job.run.input_changes(run_inputs(job.config, fingerprints))
+                   if state == "finished" or resumable else [])
         if changed:
             stale.append(f"{job.run_id} ({'; '.join(changed)})")
             if dry_run or not retrain_stale:
@@ -135,7 +137,7 @@ def run_grid(table: str, profile: str, seeds: list[int], overrides: list[str] | 
             f"{len(summary.get('stale', []))} stale (dry run: nothing trained, no manifest written)")
         return summary
     if stale and not retrain_stale:
-        raise StaleRunError(f"{len(stale)} finished run(s) were trained on other inputs, nothing was trained: "
+        raise StaleRunError(f"{len(stale)} finished or partly trained run(s) were trained on other inputs, nothing was trained: "
                             f"{', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}. Re-run with "
                             "--retrain-stale to retrain them, or restore the inputs.")
     store.write_manifest(manifest)

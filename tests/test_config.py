@@ -313,3 +313,15 @@ def test_non_result_keys_are_fields():
     names = {f.name for f in fields(TrainConfig)}
     assert set(NON_RESULT_KEYS) <= names and "data_root" not in names
     assert not set(ROOT_KEYS.values()) & set(NON_RESULT_KEYS)
+
+
+def test_run_id_same_for_relative_and_absolute_paths_inside_the_checkout():
+    """01_train in JupyterLab makes relative paths absolute against the project root; `fer-study run`
+    from the root keeps them relative: both must name the same run."""
+    from fer_study.paths import project_root
+
+    root = project_root()
+    rel = make_config("demo", ["synthfer_root=data/synthfer"])
+    ab = make_config("demo", [f"synthfer_root={root / 'data' / 'synthfer'}"])
+    assert rel.run_id() == ab.run_id() == make_config("demo").run_id()
+    assert make_config("demo", ["synthfer_root=/elsewhere/synthfer"]).run_id() != rel.run_id()

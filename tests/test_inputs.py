@@ -75,7 +75,7 @@ def test_regenerated_data_stops_train_grid_and_report(tmp_path, monkeypatch, cap
     assert main(["train", "--profile", "demo", *sum((["--set", o] for o in over), [])]) == 2
     assert "error: run " in capsys.readouterr().err
     lines: list[str] = []
-    with pytest.raises(StaleRunError, match=r"5 finished run\(s\) were trained on other inputs.*--retrain-stale"):
+    with pytest.raises(StaleRunError, match=r"5 finished or partly trained run\(s\) were trained on other inputs.*--retrain-stale"):
         run_grid("table2", "demo", [cfg.seed], over, log=lines.append, train=_in_process)
     assert sum("STALE" in x for x in lines) == 5
     with pytest.raises(StaleRunError, match="fills table2"):
@@ -105,3 +105,32 @@ def test_retrained_sr_weights_make_the_run_stale(tmp_path, synth_root):
         train(cfg)
     assert Path(train(cfg, force=True)).is_dir()
     assert Run(Path(cfg.runs_dir) / cfg.run_id()).input_changes(run_inputs(cfg)) == []
+
+
+def test_partly_trained_run_with_changed_inputs_is_stale_too(tmp_path):
+    """A run interrupted with a checkpoint, then its data regenerated: resuming would mix two data sets.
+    train refuses; the grid lists it and, with --retrain-stale, trains it from scratch."""
+    from fer_study.training import TrainHooks
+
+    root = tmp_path / "synth"
+    generate(root, SynthConfig(n=240, seed=1, hr_size=64, n_hr=0))
+    over = _overrides(root, tmp_path, epochs=2)
+    cfg = make_config("demo", over)
+
+    def stop(epoch: int) -> None:
+        raise KeyboardInterrupt("killed after epoch 1")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, hooks=TrainHooks(after_epoch=stop))
+    run = Run(Path(cfg.runs_dir) / cfg.run_id())
+    assert run.state() == "partial" and run.file("checkpoint.pt").is_file()
+    generate(root, SynthConfig(n=200, seed=1, hr_size=64, n_hr=0))
+    with pytest.raises(StaleRunError, match="It is partly trained"):
+        train(cfg)
+    lines: list[str] = []
+    with pytest.raises(StaleRunError, match=r"1 finished or partly trained run\(s\)"):
+        run_grid("table2", "demo", [cfg.seed], over, log=lines.append, train=_in_process)
+    assert not (tmp_path / "runs" / "manifests").exists()  # stopped before anything ran
+    s = run_grid("table2", "demo", [cfg.seed], over, log=lambda *_: None, train=_in_process, retrain_stale=True)
+    assert len(s["done"]) == 5 and run.is_finished() and run.input_changes(run_inputs(cfg)) == []
+    assert len(run.history()) == 2  # trained from scratch: both epochs on the new data

@@ -150,6 +150,10 @@ def test_run_notebook_publishes_and_strips_volatile_metadata(tmp_path, monkeypat
     assert sorted(p.name for p in (tmp_path / "published").iterdir()) == ["table4.csv", "table4.md", "table4.tex"]
     nb = nbformat.read(out, as_version=4)
     assert nb.metadata["papermill"]["parameters"]["publish"] is True
+    # the saved copy re-run (JupyterLab's Run All, nbval) writes to the scratch folder, not the committed one
+    injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert "publish = False  # `fer-study report` ran this with publish=True" in injected.source
+    assert "publish = True" not in injected.source
     assert set(nb.metadata["papermill"]) <= {"parameters", "default_parameters", "version"}
     assert not any("papermill" in c.metadata or "execution" in c.metadata for c in nb.cells)
     assert "start_time" not in out.read_text() and str(tmp_path / "05.ipynb") not in out.read_text()
@@ -250,7 +254,7 @@ def test_help_shows_defaults_and_first_run_hints():
     sub = p._subparsers._group_actions[0].choices  # noqa: SLF001
     run_help = sub["run"].format_help()
     assert "(default: 1)" in run_help and "(default: demo)" in run_help and "(default: None)" not in run_help
-    assert "(default: 2000)" in sub["data"]._subparsers._group_actions[0].choices["synth"].format_help()  # noqa: SLF001
+    assert "(default: 3000)" in sub["data"]._subparsers._group_actions[0].choices["synth"].format_help()  # noqa: SLF001
     def walk(parser, path):
         for a in parser._actions:  # noqa: SLF001
             if isinstance(a, argparse._SubParsersAction):  # noqa: SLF001

@@ -118,3 +118,17 @@ def test_notebooks_prepare_with_typed_parameters(tmp_path):
         declared = pm.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"))
         assert set(p) <= set(declared), (name, set(p) - set(declared))
         assert all(v["inferred_type_name"] != "None" for v in declared.values()), (name, declared)
+
+
+def test_data_synth_defaults_make_the_demos_data_set():
+    """`fer-study data synth --out data/synthfer` (the first-run hint) writes what `make demo` would."""
+    import inspect
+
+    from fer_study.cli import build_parser
+    from fer_study.data.synth import DEMO_SPLIT, ensure
+    from fer_study.study import demo
+
+    a = build_parser().parse_args(["data", "synth", "--out", "x"])
+    n_demo = inspect.signature(demo).parameters["n"].default
+    assert (a.n, tuple(a.split)) == (n_demo, DEMO_SPLIT) == (n_demo, inspect.signature(ensure).parameters[
+        "split_fractions"].default)
