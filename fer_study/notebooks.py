@@ -56,6 +56,7 @@ def strip_volatile(nb: Any) -> Any:
         cell.metadata.pop("execution", None)
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.source = unpublish(cell.source)
+            cell["id"] = "injected-parameters"  # papermill draws a random id on every run
     return _renumber_widgets(nb)
 
 

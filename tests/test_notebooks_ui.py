@@ -154,6 +154,7 @@ def test_run_notebook_publishes_and_strips_volatile_metadata(tmp_path, monkeypat
     injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert "publish = False  # `fer-study report` ran this with publish=True" in injected.source
     assert "publish = True" not in injected.source
+    assert injected.id == "injected-parameters"  # not papermill's random id: no diff between two runs
     assert set(nb.metadata["papermill"]) <= {"parameters", "default_parameters", "version"}
     assert not any("papermill" in c.metadata or "execution" in c.metadata for c in nb.cells)
     assert "start_time" not in out.read_text() and str(tmp_path / "05.ipynb") not in out.read_text()
