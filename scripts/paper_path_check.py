@@ -31,10 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--tiny", action="store_true", help="CPU smoke: tiny_swin_b instead of Swin-B")
+    ap.add_argument("--sr-batch", type=int, default=32, help="images per DIC batch of the SR cache build "
+                    "(DIC x8 at batch 32 needs more than 24 GB of host memory on a CPU)")
     a = ap.parse_args(argv)
+
+    import functools
 
     import torch
 
+    import fer_study.sr_cache as sr_cache
     from fer_study.data.synth import SynthConfig, generate
     from fer_study.io import environment, write_json
     from fer_study.models.dic import DIC
@@ -43,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from fer_study.tables import TABLES, cell_config
     from fer_study.training import train
 
+    sr_cache.build_sr_cache = functools.partial(sr_cache.build_sr_cache, batch_size=a.sr_batch)
     out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
