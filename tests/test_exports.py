@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fer_study.report import (
+from fer_study.exports import (
     COLUMN_PT,
     TEXT_PT,
     Value,
-    _fmt,
     accuracy_columns,
     export,
     latex_width,
@@ -28,6 +27,7 @@ from fer_study.report import (
     to_markdown,
     with_units,
 )
+from fer_study.report import _fmt
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTES = "\n".join([
