@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fer_study.errors import UserError
+from fer_study.io import file_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
     from fer_study.config import TrainConfig
@@ -26,25 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Version of the fingerprint's definition (a change of definition is not a change of data).
 FINGERPRINT_VERSION = 1
 
-_FILE_MEMO: dict[tuple[str, int, int], str] = {}
-
-
 class StaleRunError(UserError):
     """A finished (or resumable) run whose data or weights changed since it was trained."""
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's content, memoised on (path, size, mtime_ns)."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _FILE_MEMO:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            while b := f.read(1 << 20):
-                h.update(b)
-        _FILE_MEMO[key] = h.hexdigest()
-    return _FILE_MEMO[key]
 
 
 def _walk(folder: Path) -> Iterator[Path]:
@@ -94,7 +78,7 @@ def data_fingerprint(dataset: str, root: str | Path, cache: dict | None = None) 
     files = data_files(dataset, root)
     size = 0
     for p in files:
-        h.update(p.relative_to(root).as_posix().encode() + b"\0" + file_digest(p).encode() + b"\n")
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + file_sha256(p).encode() + b"\n")
         size += p.stat().st_size
     out = {"sha256": h.hexdigest(), "files": len(files), "bytes": size}
     if cache is not None:
@@ -125,7 +109,7 @@ def run_inputs(cfg: TrainConfig, cache: dict | None = None) -> dict[str, Any]:
     weights: dict[str, Any] = {}
     for key, path in weights_files(cfg).items():
         p = Path(path)
-        weights[key] = ({"path": path, "sha256": file_digest(p), "bytes": p.stat().st_size} if p.is_file()
+        weights[key] = ({"path": path, "sha256": file_sha256(p), "bytes": p.stat().st_size} if p.is_file()
                         else {"path": path, "missing": True})
     if cfg.model.pretrained and not cfg.model.checkpoint:
         from fer_study.models.backbones import BACKBONES

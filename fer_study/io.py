@@ -34,6 +34,33 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+_SHA256_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's content, memoised per process on (path, size, mtime_ns): weights files and
+    data files are hashed once however many runs of a grid ask."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA256_MEMO:
+        import hashlib
+
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while b := f.read(1 << 20):
+                h.update(b)
+        _SHA256_MEMO[key] = h.hexdigest()
+    return _SHA256_MEMO[key]
+
+
+def torch_save_atomic(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` through :func:`atomic_write`: a reader never sees a half-written checkpoint."""
+    import torch
+
+    return atomic_write(path, lambda p: torch.save(obj, p))
+
+
 def write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fer_study.io import atomic_write, read_json, write_json, write_text
+from fer_study.io import read_json, torch_save_atomic, write_json, write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -63,14 +63,6 @@ MANIFESTS = "manifests"
 
 #: Run states, as shown by ``fer-study run --dry-run`` and recorded in manifests.
 STATES = ("finished", "incomplete", "partial", "failed", "absent")
-
-
-def _torch_save_atomic(obj: Any, path: Path) -> Path:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))
 
 
 @dataclass(frozen=True)
@@ -120,7 +112,7 @@ class Run:
             write_json(self.file(INPUTS), inputs)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        _torch_save_atomic(state, self.file(CHECKPOINT))
+        torch_save_atomic(state, self.file(CHECKPOINT))
 
     def load_checkpoint(self, device: torch.device | str = "cpu") -> dict[str, Any] | None:
         import torch
@@ -150,7 +142,7 @@ class Run:
         """Atomic and ordered: the model and the predictions, then metrics.json (the completion
         marker), then the checkpoint goes. A kill between any two steps loses nothing: before
         metrics.json the run resumes from its checkpoint and finishes again."""
-        _torch_save_atomic(best_state, self.file(MODEL))
+        torch_save_atomic(best_state, self.file(MODEL))
         write_text(self.file(PREDICTIONS), predictions_csv)
         write_json(self.file(METRICS), metrics)
         self.file(CHECKPOINT).unlink(missing_ok=True)

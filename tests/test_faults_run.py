@@ -46,7 +46,7 @@ def test_interrupted_finish_is_completed_by_a_rerun(synth_root, tmp_path, refere
     import fer_study.runs as runs_mod
 
     cfg = make_config("demo", _over(synth_root, tmp_path / "runs"))
-    real_json, real_text, real_save = runs_mod.write_json, runs_mod.write_text, runs_mod._torch_save_atomic
+    real_json, real_text, real_save = runs_mod.write_json, runs_mod.write_text, runs_mod.torch_save_atomic
 
     def stop_after(fn, name):
         def wrapped(*a, **k):
@@ -57,7 +57,7 @@ def test_interrupted_finish_is_completed_by_a_rerun(synth_root, tmp_path, refere
         return wrapped
 
     target = {"model": "model_best.pt", "predictions": "predictions.csv", "metrics": "metrics.json"}[step]
-    monkeypatch.setattr(runs_mod, "_torch_save_atomic", stop_after(real_save, target))
+    monkeypatch.setattr(runs_mod, "torch_save_atomic", stop_after(real_save, target))
     monkeypatch.setattr(runs_mod, "write_text", stop_after(real_text, target))
     monkeypatch.setattr(runs_mod, "write_json", stop_after(real_json, target))
     with pytest.raises(KeyboardInterrupt):

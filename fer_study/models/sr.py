@@ -28,7 +28,6 @@ for the cache build on a GPU: DIC costs about 764 GFLOP per 48 -> 384 image). It
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fer_study.errors import ConfigError
+from fer_study.io import file_sha256
 
 BACKENDS = ("dic", "spandrel", "facesr", "bicubic", "bilinear")
 #: The backends that load a weights file (``weights`` / ``sr_weights``).
@@ -47,19 +47,11 @@ FACESR_EXPECTED = "a facesr checkpoint written by `fer-study sr train`"
 SPANDREL_EXPECTED = "a single-image SR checkpoint spandrel loads (e.g. a SwinIR x8 .pth)"
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
-
-
 def save_facesr(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
-    from fer_study.io import atomic_write
+    from fer_study.io import torch_save_atomic
 
     obj = {"kind": "facesr", "config": model.config, "state_dict": model.state_dict(), **(extra or {})}
-    return atomic_write(path, lambda p: torch.save(obj, p))
+    return torch_save_atomic(obj, path)
 
 
 def read_facesr(path: str | Path, label: str = "sr_weights") -> dict[str, Any]:

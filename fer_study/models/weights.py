@@ -479,6 +479,6 @@ def _force_hub_offline() -> None:
 
 def save_backbone_checkpoint(model: nn.Module, path: str | Path) -> Path:
     """Write a state-dict checkpoint that ``build_backbone(checkpoint=...)`` reads."""
-    from fer_study.io import atomic_write
+    from fer_study.io import torch_save_atomic
 
-    return atomic_write(path, lambda p: torch.save(model.state_dict(), p))
+    return torch_save_atomic(model.state_dict(), path)
