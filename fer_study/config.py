@@ -218,14 +218,16 @@ def paper_profile() -> TrainConfig:
 def demo_profile() -> TrainConfig:
     """CPU-sized: SynthFER, facesr x2 (48 -> 96), LTR n=8 back down to the backbones' 48 px, tiny
     random-init backbones with a convolutional stem (from-scratch transformers with patchify stems stay
-    at the majority class for tens of epochs here), 3 epochs of batch 16 with warm-up + cosine."""
+    at the majority class for tens of epochs here), 4 epochs of batch 32 at lr 1e-3 with warm-up +
+    cosine (at 1.5e-3 and above, ConViT and the STN settings stayed at the majority class in some
+    seeds; 3 epochs of batch 16 left seeds before or after that plateau: seed std up to 24 points)."""
     return TrainConfig(
         dataset="synthfer", synthfer_root="data/synthfer", rafdb_root="data/synthfer_rafdb/basic",  # RAF-DB-layout twin
         sr_backend="facesr", sr_weights="cache/facesr/facesr.pt",
         model=ModelConfig(backbone="tiny_swin_s", up="sr", down="ltr", stn=False, sr_size=96, img_size=48,
                           head="linear", stem="conv", ltr_n=8),
-        prior="votes", optimizer="adamw", lr=1.5e-3, weight_decay=0.05, batch_size=16, epochs=3,
-        schedule="cosine", warmup_steps=50, augment="light", seed=0, amp=False)
+        prior="votes", optimizer="adamw", lr=1e-3, weight_decay=0.05, batch_size=32, epochs=4,
+        schedule="cosine", warmup_steps=30, augment="light", seed=0, amp=False)
 
 
 PROFILES = {"paper": paper_profile, "demo": demo_profile}

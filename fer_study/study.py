@@ -83,11 +83,11 @@ def report(profile: str, seeds: list[int] | None = None, overrides: list[str] | 
     return ok
 
 
-def demo(n: int = 3000, seeds: list[int] | None = None, jobs: int = 3, sr_steps: int = 200,
+def demo(n: int = 3000, seeds: list[int] | None = None, jobs: int = 2, sr_steps: int = 500,
          log: Callable[[str], None] = print) -> bool:
     """The whole study on SynthFER, CPU-sized (``make demo``)."""
     from fer_study.data.synth import ensure, write_rafdb_layout
-    from fer_study.runner import run_grid
+    from fer_study.runner import WorkerPool, run_grid
 
     seeds = list(seeds or DEFAULT_SEEDS["demo"])
     t0 = time.perf_counter()
@@ -103,8 +103,10 @@ def demo(n: int = 3000, seeds: list[int] | None = None, jobs: int = 3, sr_steps:
     sr_eval([f"facesr={DEMO_FACESR}"], out=DEMO_SR_EVAL, log=log)
     log(f"== 3/6 {DATA_NOTEBOOK}")
     ok = run_notebook(DATA_NOTEBOOK, {"synth_n": n}, log=log)
-    log(f"== 4/6 Tables 1-4 on the demo profile, seeds {seeds} (one papermill process per run)")
-    s = run_grid("all", "demo", seeds, jobs=jobs, log=log, retrain_stale=True)  # stale runs: retrained, logged
+    log(f"== 4/6 Tables 1-4 on the demo profile, seeds {seeds} ({jobs} worker processes; "
+        "fer-study run all --executor workers)")
+    with WorkerPool(jobs) as pool:  # stale runs: retrained, logged
+        s = run_grid("all", "demo", seeds, jobs=jobs, log=log, retrain_stale=True, train=pool)
     log("== 5/6 tables and Figure 2")
     ok &= report("demo", seeds, log=log)
     log(f"== 6/6 done in {time.perf_counter() - t0:.0f} s")

@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from fer_study.classes import FER2013_CLASSES, FERPLUS_CLASSES, FERPLUS_VOTE_COLUMNS, RAFDB_TO_FERPLUS
 from fer_study.io import atomic_write, write_json
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: fine cues 1 px wide and about 2 px apart at 48 px (were a quarter pixel)
 #: The demo's split (train, valid, test): test-heavy, so that 3,000 images give about 1,200 test
 #: images (one image = 0.08 points) while training stays CPU-sized. FERPlus itself is 80/10/10.
 DEMO_SPLIT = (0.5, 0.1, 0.4)
@@ -103,7 +103,8 @@ def render_face(expr: dict[str, float], ident: dict[str, float], size: int) -> I
     fw, fh = s * ident["face_w"], s * ident["face_h"]
     skin = int(ident["skin"])
     dark = max(0, skin - 95)
-    line = max(1, round(s / 192))  # fine detail: about 1 px at 192, a quarter pixel at 48
+    line = max(1, round(s / 192))  # outlines (eyes, nose): about 1 px at 192
+    fine = max(1, round(s / 48))  # fine cues: 1 px wide at 48 px (4 px at 192), about 2 px apart
     if ident["hair"] > 0.3:
         d.ellipse([cx - fw * 1.08, cy - fh * 1.12, cx + fw * 1.08, cy + fh * 0.35], fill=int(ident["hair_tone"]))
     d.ellipse([cx - fw, cy - fh, cx + fw, cy + fh], fill=skin)
@@ -131,14 +132,14 @@ def render_face(expr: dict[str, float], ident: dict[str, float], size: int) -> I
     # fine detail: wrinkles
     if expr["nose_wrinkle"] > 0.15:
         for k in range(3):
-            yy = ey + fh * (0.03 + 0.035 * k)
-            w = fw * 0.06 * expr["nose_wrinkle"]
-            d.line([(cx - w, yy), (cx + w, yy + fh * 0.005)], fill=max(0, skin - 55), width=line)
+            yy = ey + fh * (0.04 + 0.09 * k)
+            w = fw * 0.16 * min(1.0, expr["nose_wrinkle"])
+            d.line([(cx - w, yy), (cx + w, yy + fh * 0.005)], fill=max(0, skin - 55), width=fine)
     if expr["forehead"] > 0.15:
         for k in range(3):
-            yy = by - fh * (0.08 + 0.06 * k)
-            w = fw * 0.45 * expr["forehead"]
-            d.line(_curve((cx - w, yy), (cx, yy - fh * 0.03), (cx + w, yy)), fill=max(0, skin - 50), width=line)
+            yy = by - fh * (0.07 + 0.09 * k)
+            w = fw * 0.45 * min(1.0, expr["forehead"])
+            d.line(_curve((cx - w, yy), (cx, yy - fh * 0.03), (cx + w, yy)), fill=max(0, skin - 50), width=fine)
     my = cy + fh * ident["mouth_y"]
     mw = fw * 0.36 * (1.0 + 0.35 * expr["mouth_width"])
     if expr["nasolabial"] > 0.15:
@@ -146,7 +147,7 @@ def render_face(expr: dict[str, float], ident: dict[str, float], size: int) -> I
             p0 = (cx + side * fw * 0.16, ny - fh * 0.02)
             p2 = (cx + side * (mw + fw * 0.06), my + fh * 0.04)
             p1 = (cx + side * (mw + fw * 0.1) * (0.8 + 0.2 * expr["nasolabial"]), (p0[1] + p2[1]) / 2)
-            d.line(_curve(p0, p1, p2), fill=max(0, skin - 40 - int(25 * expr["nasolabial"])), width=line)
+            d.line(_curve(p0, p1, p2), fill=max(0, skin - 40 - int(25 * expr["nasolabial"])), width=fine)
     # mouth: corners move with curvature (and asymmetry for contempt), opening parts the lips
     curve = fh * 0.11 * expr["mouth_curve"]
     left = (cx - mw, my - curve + fh * 0.06 * expr["mouth_asym"] * 0.0)
@@ -159,7 +160,7 @@ def render_face(expr: dict[str, float], ident: dict[str, float], size: int) -> I
     else:
         d.line(upper, fill=max(0, skin - 85), width=max(line, round(s * 0.012)))
         d.line(_curve((cx - mw * 0.5, my + fh * 0.05), (cx, my + fh * 0.065), (cx + mw * 0.5, my + fh * 0.05)),
-               fill=max(0, skin - 35), width=line)  # thin lower-lip line: fine detail
+               fill=max(0, skin - 35), width=fine)  # thin lower-lip line: fine detail
     return img
 
 
@@ -171,7 +172,7 @@ def _nonface(rng: np.random.Generator, size: int) -> Image.Image:
 def _identity(rng: np.random.Generator) -> dict[str, float]:
     return {
         "face_w": rng.uniform(0.29, 0.36), "face_h": rng.uniform(0.38, 0.45),
-        "skin": rng.uniform(125, 215), "bg": rng.uniform(20, 235), "hair": rng.uniform(),
+        "skin": rng.uniform(140, 210), "bg": rng.uniform(10, 90), "hair": rng.uniform(),
         "hair_tone": rng.uniform(10, 90), "eye_y": rng.uniform(0.14, 0.24),
         "eye_sep": rng.uniform(0.36, 0.46), "mouth_y": rng.uniform(0.48, 0.58),
         "brow_w": rng.uniform(0.8, 1.4), "dx": rng.uniform(-0.02, 0.02),
@@ -188,8 +189,8 @@ def _expression(cls: str, intensity: float, rng: np.random.Generator) -> dict[st
 
 def _pose_light(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     s = img.size[0]
-    angle, scale = rng.uniform(-10, 10), rng.uniform(0.92, 1.08)
-    tx, ty = rng.uniform(-0.05, 0.05) * s, rng.uniform(-0.05, 0.05) * s
+    angle, scale = rng.uniform(-6, 6), rng.uniform(0.95, 1.05)
+    tx, ty = rng.uniform(-0.03, 0.03) * s, rng.uniform(-0.03, 0.03) * s
     a = math.radians(angle)
     cos, sin = math.cos(a) / scale, math.sin(a) / scale
     c = s / 2
@@ -197,8 +198,8 @@ def _pose_light(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     img = img.transform(img.size, Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=int(img.getpixel((0, 0))))
     arr = np.asarray(img, dtype=np.float32) / 255.0
     xs = np.linspace(-1, 1, s, dtype=np.float32)
-    light = 1.0 + rng.uniform(-0.35, 0.35) * xs[None, :] + rng.uniform(-0.15, 0.15) * xs[:, None]
-    arr = np.clip(arr * light, 0, 1) ** rng.uniform(0.75, 1.35)
+    light = 1.0 + rng.uniform(-0.15, 0.15) * xs[None, :] + rng.uniform(-0.08, 0.08) * xs[:, None]
+    arr = np.clip(arr * light, 0, 1) ** rng.uniform(0.85, 1.2)
     return Image.fromarray((arr * 255).round().astype(np.uint8))
 
 
@@ -390,7 +391,7 @@ def ensure(root: str | Path, n: int = 3000, seed: int = 0, hr_size: int = 192, i
     if meta.exists():
         have = json.loads(meta.read_text())["config"]
         have["split_fractions"] = tuple(have.get("split_fractions", ()))
-        if have == asdict(want):
+        if have == asdict(want) and json.loads(meta.read_text()).get("generator_version") == GENERATOR_VERSION:
             return root
     generate(root, want)
     return root
