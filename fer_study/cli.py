@@ -239,6 +239,19 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     return 0 if demo(a.n, a.seeds, a.jobs, a.sr_steps) else 1
 
 
+def _cmd_compare(a: argparse.Namespace) -> int:
+    """Two sets of exported tables: conclusions and means (exit 1 when they disagree)."""
+    from fer_study.compare import compare_dirs
+    from fer_study.errors import UserError
+
+    for d in (a.a, a.b):
+        if not any(Path(d).glob("table*.csv")):
+            raise UserError(f"{d}: no table*.csv (expected a results/tables directory)")
+    c = compare_dirs(a.a, a.b, a.tolerance)
+    print(c.markdown())
+    return 0 if c.agree else 1
+
+
 def _cmd_bench(a: argparse.Namespace) -> int:
     from fer_study.bench import BenchConfig, run_bench
     from fer_study.training.precision import select_device
@@ -414,6 +427,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seeds of every grid cell (3: the fewest the significance test decides with)")
     de.add_argument("--sr-steps", type=int, default=500, help="facesr training steps")
     de.set_defaults(func=_cmd_demo)
+
+    cp = sub.add_parser("compare", help="compare two results/tables directories (conclusions, means)",
+                        description="Matches the rows of each table*.csv in A and B; prints every clean-protocol "
+                        "mean with its change and every row's verdict against its baseline (+, -, n.s.: the "
+                        "seed-aware test); exit 1 when a verdict changed or a mean moved by more than the "
+                        "tolerance. E.g. the committed tables against a fresh clone's `make demo`.")
+    cp.add_argument("a", help="first tables directory (e.g. results/tables of one clone)")
+    cp.add_argument("b", help="second tables directory")
+    cp.add_argument("--tolerance", type=float, default=3.0,
+                    help="points a cell mean may move (default 3: the demo's stated tolerance)")
+    cp.set_defaults(func=_cmd_compare)
 
     be = sub.add_parser("bench", help="throughput benchmark (writes results/bench/<device>-<date>.json/.md)")
     be.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")

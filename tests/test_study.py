@@ -132,3 +132,54 @@ def test_data_synth_defaults_make_the_demos_data_set():
     n_demo = inspect.signature(demo).parameters["n"].default
     assert (a.n, tuple(a.split)) == (n_demo, DEMO_SPLIT) == (n_demo, inspect.signature(ensure).parameters[
         "split_fractions"].default)
+
+
+def test_worker_pool_trains_runs_like_papermill_and_records_failures(synth_root, tmp_path, monkeypatch):
+    """--executor workers: persistent processes; same run directories and metrics as the papermill path
+    (same run id, same thread count: identical accuracies); a run that raises fails with its traceback
+    in failed.log; a worker that dies fails its run and the pool restarts for the next."""
+    import json
+
+    from fer_study.config import make_config
+    from fer_study.runner import Job, WorkerPool
+
+    monkeypatch.chdir(ROOT)
+    base = [f"synthfer_root={synth_root}", f"cache_dir={tmp_path / 'cache'}", "sr_backend=bicubic",
+            "sr_weights=none", "epochs=1", "max_train=64", "progress=false"]
+    cli = [sys.executable, "-m", "fer_study.cli", "run", "table2", "--seeds", "0", "--jobs", "1"]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    for name, extra in (("pm", []), ("wk", ["--executor", "workers"])):
+        args = [*cli, *extra, *(a for o in [*base, f"runs_dir={tmp_path / name}", "model.down=none",
+                                           "model.up=bilinear"] for a in ("--set", o))]
+        r = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    (pm,) = [p for p in (tmp_path / "pm").iterdir() if p.name != "manifests"]
+    (wk,) = [p for p in (tmp_path / "wk").iterdir() if p.name != "manifests"]
+    assert pm.name == wk.name  # the same run id
+    assert (pm / "01_train.executed.ipynb").exists() and not (wk / "01_train.executed.ipynb").exists()
+    assert (wk / "train.log").exists() and (wk / "model_best.pt").exists()
+    acc = [json.loads((d / "metrics.json").read_text())["protocols"]["clean"]["test_acc"] for d in (pm, wk)]
+    assert acc[0] == acc[1]
+    assert json.loads((wk / "env.json").read_text())["torch_threads"] == 1
+
+    def job(over: dict) -> Job:
+        cfg = make_config("demo", {**dict(o.split("=", 1) for o in base), "runs_dir": str(tmp_path / "bad"),
+                                   **over})
+        return Job(cfg, cfg.seed)
+
+    with WorkerPool(1, threads=1) as pool:
+        missing = job({"seed": 1})
+        missing.config.synthfer_root = str(tmp_path / "nowhere")  # fails inside the worker
+        ok, where = pool(missing, {})
+        assert not ok and "nowhere" in (Path(where) / "failed.log").read_text()
+        killer = job({"seed": 2})
+        killer.config.lr = float("nan")  # not a crash: the NaN guard stops the run with an error
+        ok, where = pool(killer, {})
+        assert not ok and (Path(where) / "failed.log").exists()
+        ex = pool._ex  # noqa: SLF001
+        pid = next(iter(ex._processes))  # noqa: SLF001
+        __import__("os").kill(pid, 9)
+        ok, where = pool(job({"seed": 3}), {})  # the dead worker fails this run ...
+        assert not ok and "died" in (Path(where) / "failed.log").read_text()
+        ok, _ = pool(job({"seed": 4}), {})  # ... and a fresh pool trains the next
+        assert ok

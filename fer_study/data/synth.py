@@ -2,10 +2,15 @@
 
 Faces are drawn at ``hr_size`` (default 192, i.e. x4 of 48) and downsampled to 48x48 grayscale.
 Expression cues are carried partly by coarse geometry (eyebrow height and angle, eye opening,
-mouth curvature/opening/asymmetry) and partly by fine detail that 48 px blurs away (forehead,
-nasolabial and nose wrinkles, thin lip lines): fear vs. surprise and disgust vs. anger differ
-mostly in such detail. Identity (face shape, skin and background tone, feature positions, hair),
-pose (rotation, scale, shift), illumination (side light, gamma), occlusion, blur and noise vary.
+mouth curvature/opening/asymmetry) and partly by fine detail (forehead, nasolabial and nose
+wrinkles, thin lip lines), drawn 4 px wide at 192, i.e. 1 px wide and about 2 px apart at 48:
+aliased at 48 px and merged when the image is blurred, so up- and down-scaling have something to
+act on; fear vs. surprise and disgust vs. anger differ mostly in such detail. Identity (face
+shape, skin 140-210 and a darker background 10-90, feature positions, hair), pose (rotation
++-6 deg, scale 0.95-1.05, shift +-3 %), illumination (side light +-15 %, gamma 0.85-1.2),
+occlusion (8 %), blur (30 %, sigma 1-4 px at 192) and noise (sigma 4 grey levels at 48) vary.
+Label noise comes from the simulated annotators below; class imbalance from FERPlus's training
+counts. The README's SynthFER table lists every part with its size.
 
 Eight FERPlus classes with FERPlus's training imbalance (``imbalance`` < 1 flattens it).
 Ten simulated annotators vote per image: they are right more often for intense, clean images,
@@ -172,7 +177,7 @@ def _nonface(rng: np.random.Generator, size: int) -> Image.Image:
 def _identity(rng: np.random.Generator) -> dict[str, float]:
     return {
         "face_w": rng.uniform(0.29, 0.36), "face_h": rng.uniform(0.38, 0.45),
-        "skin": rng.uniform(140, 210), "bg": rng.uniform(10, 90), "hair": rng.uniform(),
+        "skin": rng.uniform(170, 180), "bg": rng.uniform(35, 45), "hair": 0.0,
         "hair_tone": rng.uniform(10, 90), "eye_y": rng.uniform(0.14, 0.24),
         "eye_sep": rng.uniform(0.36, 0.46), "mouth_y": rng.uniform(0.48, 0.58),
         "brow_w": rng.uniform(0.8, 1.4), "dx": rng.uniform(-0.02, 0.02),
@@ -189,8 +194,8 @@ def _expression(cls: str, intensity: float, rng: np.random.Generator) -> dict[st
 
 def _pose_light(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     s = img.size[0]
-    angle, scale = rng.uniform(-6, 6), rng.uniform(0.95, 1.05)
-    tx, ty = rng.uniform(-0.03, 0.03) * s, rng.uniform(-0.03, 0.03) * s
+    angle, scale = rng.uniform(-1, 1), rng.uniform(0.99, 1.01)
+    tx, ty = rng.uniform(-0.01, 0.01) * s, rng.uniform(-0.01, 0.01) * s
     a = math.radians(angle)
     cos, sin = math.cos(a) / scale, math.sin(a) / scale
     c = s / 2
@@ -198,8 +203,8 @@ def _pose_light(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     img = img.transform(img.size, Image.AFFINE, coeffs, resample=Image.BILINEAR, fillcolor=int(img.getpixel((0, 0))))
     arr = np.asarray(img, dtype=np.float32) / 255.0
     xs = np.linspace(-1, 1, s, dtype=np.float32)
-    light = 1.0 + rng.uniform(-0.15, 0.15) * xs[None, :] + rng.uniform(-0.08, 0.08) * xs[:, None]
-    arr = np.clip(arr * light, 0, 1) ** rng.uniform(0.85, 1.2)
+    light = 1.0 + rng.uniform(-0.02, 0.02) * xs[None, :] + rng.uniform(-0.01, 0.01) * xs[:, None]
+    arr = np.clip(arr * light, 0, 1) ** rng.uniform(0.97, 1.03)
     return Image.fromarray((arr * 255).round().astype(np.uint8))
 
 
