@@ -282,8 +282,10 @@ def build_table(table: str, profile: str, seeds: object = None,
                      "fingerprints of their data and weights (inputs.json), so nothing shows they match the files "
                      f"now ({', '.join(unverified[:3])}{' ...' if len(unverified) > 3 else ''}).")
     if PROFILE_BACKBONES.get(profile) is DEMO_BACKBONE:
+        demo = make_config("demo")
         notes.insert(1, f"DEMO: SynthFER and CPU-sized random-init stand-ins ({stand_in}) with a conv stem "
-                        "at 48 px, 3 epochs; facesr x2 (48->96) instead of DIC x8 (48->384); LTR n=8. These numbers "
+                        f"at 48 px, {demo.epochs} epochs of batch {demo.batch_size} (AdamW lr {demo.lr:g}, cosine); "
+                        f"facesr x2 (48->96) instead of DIC x8 (48->384); LTR n={demo.model.ltr_n}. These numbers "
                         "say nothing about real FER accuracy.")
     return df, "\n".join(notes)
 

@@ -5,10 +5,13 @@ Expression cues are carried partly by coarse geometry (eyebrow height and angle,
 mouth curvature/opening/asymmetry) and partly by fine detail (forehead, nasolabial and nose
 wrinkles, thin lip lines), drawn 4 px wide at 192, i.e. 1 px wide and about 2 px apart at 48:
 aliased at 48 px and merged when the image is blurred, so up- and down-scaling have something to
-act on; fear vs. surprise and disgust vs. anger differ mostly in such detail. Identity (face
-shape, skin 140-210 and a darker background 10-90, feature positions, hair), pose (rotation
-+-6 deg, scale 0.95-1.05, shift +-3 %), illumination (side light +-15 %, gamma 0.85-1.2),
-occlusion (8 %), blur (30 %, sigma 1-4 px at 192) and noise (sigma 4 grey levels at 48) vary.
+act on; fear vs. surprise and disgust vs. anger differ mostly in such detail. Identity varies in
+face shape and feature positions (skin 170-180 and background 35-45 grey levels, no hair), pose
+and light barely (rotation +-1 deg, scale 0.99-1.01, shift +-1 %, side light +-2 %, gamma
+0.97-1.03): with generator 2's wide ranges (skin 125-215, background 20-235, rotation +-10 deg,
+light +-35 %, gamma 0.75-1.35) the CPU stand-ins sat at the majority class for 1-3 epochs and the
+demo's seeds fell on either side of that plateau. The degradations are what resolution acts on
+and stay: occlusion (8 %), blur (30 %, sigma 1-4 px at 192) and noise (sigma 4 grey levels at 48).
 Label noise comes from the simulated annotators below; class imbalance from FERPlus's training
 counts. The README's SynthFER table lists every part with its size.
 
