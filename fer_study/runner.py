@@ -112,7 +112,8 @@ class WorkerPool:
     """``workers`` persistent Python processes that train runs in-process (``fer-study run --executor
     workers``, ``make demo``): torch, timm and the data are imported and parsed once per worker instead of
     once per run (a papermill run costs about 10 s of start-up: interpreter, kernel, imports, the
-    notebook's plot). Each worker gets ``threads`` intra-op threads. No executed notebook is saved per
+    notebook's plot). Each worker gets ``threads`` intra-op threads (default: ``OMP_NUM_THREADS`` when
+    set, else the CPU count over ``workers``). No executed notebook is saved per
     run (``train.log`` holds its output); the run directory is otherwise the same.
 
     Use as the ``train`` of :func:`run_grid` (``workers`` = its ``jobs``); a worker that dies (killed,
@@ -122,7 +123,10 @@ class WorkerPool:
         import multiprocessing
 
         self.workers = max(1, workers)
-        self.threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
+        env = os.environ.get("OMP_NUM_THREADS", "")
+        # an explicit OMP_NUM_THREADS is honoured, as the papermill path's processes inherit it
+        self.threads = threads or (int(env) if env.isdigit() and int(env) > 0 else
+                                   max(1, (os.cpu_count() or 1) // self.workers))
         self._ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
         self._lock = threading.Lock()
         self._ex = self._start()

@@ -75,4 +75,6 @@ def test_oracle_inputs_are_the_renders_of_the_same_rows(synth_root):
     own = np.abs(hr48 - lr).mean(axis=(1, 2))
     other = np.abs(hr48 - np.roll(lr, 1, axis=0)).mean(axis=(1, 2))
     assert hr_inputs(synth_root, sp.source[:3], 96).shape == (3, 1, 96, 96)
-    assert np.median(own) < 5 and np.median(other) > 20, (np.median(own), np.median(other))
+    # generator 3 keeps identity nuisance small (skin 170-180, background 35-45): other faces differ by
+    # about 15 grey levels in the median, the same face by about 3 (blur and noise)
+    assert np.median(own) < 5 and np.median(other) > 3 * np.median(own), (np.median(own), np.median(other))

@@ -153,14 +153,15 @@ def test_worker_pool_trains_runs_like_papermill_and_records_failures(synth_root,
                                            "model.up=bilinear"] for a in ("--set", o))]
         r = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    (pm,) = [p for p in (tmp_path / "pm").iterdir() if p.name != "manifests"]
-    (wk,) = [p for p in (tmp_path / "wk").iterdir() if p.name != "manifests"]
-    assert pm.name == wk.name  # the same run id
-    assert (pm / "01_train.executed.ipynb").exists() and not (wk / "01_train.executed.ipynb").exists()
-    assert (wk / "train.log").exists() and (wk / "model_best.pt").exists()
-    acc = [json.loads((d / "metrics.json").read_text())["protocols"]["clean"]["test_acc"] for d in (pm, wk)]
-    assert acc[0] == acc[1]
-    assert json.loads((wk / "env.json").read_text())["torch_threads"] == 1
+    names = [sorted(p.name for p in (tmp_path / n).iterdir() if p.name != "manifests") for n in ("pm", "wk")]
+    assert names[0] == names[1] and len(names[0]) >= 2  # the same run ids
+    for name in names[0]:
+        pm, wk = tmp_path / "pm" / name, tmp_path / "wk" / name
+        assert (pm / "01_train.executed.ipynb").exists() and not (wk / "01_train.executed.ipynb").exists()
+        assert (wk / "train.log").exists() and (wk / "model_best.pt").exists()
+        acc = [json.loads((d / "metrics.json").read_text())["protocols"]["clean"]["test_acc"] for d in (pm, wk)]
+        assert acc[0] == acc[1]
+        assert json.loads((wk / "env.json").read_text())["torch_threads"] == 1
 
     def job(over: dict) -> Job:
         cfg = make_config("demo", {**dict(o.split("=", 1) for o in base), "runs_dir": str(tmp_path / "bad"),
