@@ -15,6 +15,7 @@ the results change. :func:`run_notebook` (``fer-study report``, ``fer-study demo
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -108,11 +109,17 @@ def execute(source: str | Path, output: str | Path, parameters: dict[str, Any], 
             make_readable(output)
 
 
+def _sets(overrides: dict[str, Any] | list[str], key: str) -> bool:
+    return key in overrides if isinstance(overrides, dict) else any(o.startswith(f"{key}=") for o in overrides)
+
+
 def train_config(profile: str, overrides: dict[str, Any] | list[str], config_json: str = ""):
     """The config ``01_train`` trains: ``config_json`` as the grid runner planned it (its relative paths
     mean what they meant to the runner, whose working directory the kernel shares); else the profile
     with ``overrides``, where relative paths are the project root's also when the kernel runs in
-    ``notebooks/`` (JupyterLab, nbval; the run id then hashes the absolute data root)."""
+    ``notebooks/`` (JupyterLab, nbval; the run id then hashes the absolute data root). With
+    ``$FER_STUDY_SCRATCH`` set (``make test``'s nbval pass) and no ``runs_dir`` given, the run goes to
+    the scratch folder's ``runs/``: a test never adds a run to ``results/runs``."""
     import json
 
     from fer_study.config import TrainConfig, make_config
@@ -120,6 +127,12 @@ def train_config(profile: str, overrides: dict[str, Any] | list[str], config_jso
 
     if config_json:
         return TrainConfig.from_dict(json.loads(config_json))
+    if os.environ.get("FER_STUDY_SCRATCH") and not _sets(overrides, "runs_dir"):
+        # nbval (make test) and other scratch sessions train into the scratch folder, never into the run store
+        from fer_study.paths import scratch_dir
+
+        runs = str(scratch_dir() / "runs")
+        overrides = {**overrides, "runs_dir": runs} if isinstance(overrides, dict) else [*overrides, f"runs_dir={runs}"]
     root = project_root()
     if Path.cwd().resolve() == root:
         return make_config(profile, overrides)

@@ -184,3 +184,15 @@ def test_worker_pool_trains_runs_like_papermill_and_records_failures(synth_root,
         assert not ok and "died" in (Path(where) / "failed.log").read_text()
         ok, _ = pool(job({"seed": 4}), {})  # ... and a fresh pool trains the next
         assert ok
+
+
+def test_notebook_training_under_a_scratch_folder_never_writes_the_run_store(tmp_path, monkeypatch):
+    """make test's nbval pass executes 01_train with its defaults: the run goes to the scratch folder."""
+    from fer_study.notebooks import train_config
+
+    monkeypatch.setenv("FER_STUDY_SCRATCH", str(tmp_path))
+    for ov in ({"epochs": 1}, ["epochs=1"]):
+        assert train_config("demo", ov).runs_dir == str(tmp_path / "runs")
+    assert train_config("demo", {"runs_dir": str(tmp_path / "mine")}).runs_dir == str(tmp_path / "mine")
+    monkeypatch.delenv("FER_STUDY_SCRATCH")
+    assert Path(train_config("demo", {"epochs": 1}).runs_dir).resolve() == (ROOT / "results" / "runs").resolve()
