@@ -172,6 +172,9 @@ def onednn_info() -> dict[str, Any]:
            "avx512_core_vnni" if "avx512_vnni" in flags else "avx512_core" if "avx512f" in flags else
            "avx2" if "avx2" in flags else "sse41/other")
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    order = ["sse41/other", "avx2", "avx512_core", "avx512_core_vnni", "avx512_core_bf16", "avx512_core_amx"]
+    if cap and cap.lower() in order and order.index(cap.lower()) < order.index(isa):
+        isa = cap.lower()  # the cap wins (a run made to look like an older machine's)
     return {"version": m.group(1) if m else None, "enabled": torch.backends.mkldnn.is_available(),
             "dispatch_isa": isa, "max_cpu_isa_env": cap}
 

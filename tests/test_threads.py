@@ -49,3 +49,17 @@ def test_one_and_two_threads_agree_within_tolerance(data, tmp_path):
         assert out[t]["threads"] == t
     assert out[1]["run_id"] == out[2]["run_id"]  # the run id is a function of the config only
     assert abs(out[1]["test_acc"] - out[2]["test_acc"]) * 100 <= THREAD_TOLERANCE, out
+
+
+def test_env_json_reports_a_capped_onednn_isa(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 (how a run is made to follow an older machine's kernels) is what env.json
+    reports as the dispatch ISA, not the CPU's highest."""
+    from fer_study.io import cpu_isa_flags, onednn_info
+
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    top = onednn_info()["dispatch_isa"]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    info = onednn_info()
+    assert info["max_cpu_isa_env"] == "AVX2"
+    assert info["dispatch_isa"] == ("avx2" if "avx2" in cpu_isa_flags() and top != "sse41/other" else top)
