@@ -159,9 +159,8 @@ def cpu_isa_flags() -> list[str]:
 
 
 @functools.lru_cache(maxsize=1)
-def onednn_info() -> dict[str, Any]:
-    """oneDNN's version (torch's build) and the ISA it dispatches to: the highest of
-    :func:`cpu_isa_flags` unless ``ONEDNN_MAX_CPU_ISA`` caps it."""
+def _onednn_build() -> tuple[str | None, str]:
+    """oneDNN's version in torch's build and the highest ISA of :func:`cpu_isa_flags` (read once)."""
     import re
 
     import torch
@@ -171,11 +170,20 @@ def onednn_info() -> dict[str, Any]:
     isa = ("avx512_core_amx" if "amx_tile" in flags else "avx512_core_bf16" if "avx512_bf16" in flags else
            "avx512_core_vnni" if "avx512_vnni" in flags else "avx512_core" if "avx512f" in flags else
            "avx2" if "avx2" in flags else "sse41/other")
+    return (m.group(1) if m else None), isa
+
+
+def onednn_info() -> dict[str, Any]:
+    """oneDNN's version (torch's build) and the ISA it dispatches to: the highest of
+    :func:`cpu_isa_flags` unless ``ONEDNN_MAX_CPU_ISA`` caps it."""
+    import torch
+
+    version, isa = _onednn_build()
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
     order = ["sse41/other", "avx2", "avx512_core", "avx512_core_vnni", "avx512_core_bf16", "avx512_core_amx"]
     if cap and cap.lower() in order and order.index(cap.lower()) < order.index(isa):
         isa = cap.lower()  # the cap wins (a run made to look like an older machine's)
-    return {"version": m.group(1) if m else None, "enabled": torch.backends.mkldnn.is_available(),
+    return {"version": version, "enabled": torch.backends.mkldnn.is_available(),
             "dispatch_isa": isa, "max_cpu_isa_env": cap}
 
 
