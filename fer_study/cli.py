@@ -197,17 +197,15 @@ def _cmd_run(a: argparse.Namespace) -> int:
         if given or a.wait:
             flags = [f"--{f.replace('_', '-')}" for f, d in slurm_flags.items() if d in given] + ["--wait"] * a.wait
             raise ConfigError(f"{', '.join(flags)}: only with --executor slurm")
-        if a.executor == "workers":
-            from fer_study.runner import WorkerPool
+        import contextlib
 
-            if a.devices:
-                raise ConfigError("--devices: only with --executor local (workers train on the CPU)")
-            with WorkerPool(a.jobs) as pool:
-                s = run_grid(a.table, a.profile, seeds, overrides=a.set or [], dry_run=a.dry_run, jobs=a.jobs,
-                             retrain_stale=a.retrain_stale, train=pool)
-            return 1 if s["failed"] else 0
-        s = run_grid(a.table, a.profile, seeds, overrides=a.set or [], dry_run=a.dry_run, jobs=a.jobs,
-                     devices=a.devices, retrain_stale=a.retrain_stale)
+        from fer_study.runner import WorkerPool
+
+        if a.executor == "workers" and a.devices:
+            raise ConfigError("--devices: only with --executor local (workers train on the CPU)")
+        with WorkerPool(a.jobs) if a.executor == "workers" else contextlib.nullcontext() as pool:
+            s = run_grid(a.table, a.profile, seeds, overrides=a.set or [], dry_run=a.dry_run, jobs=a.jobs,
+                         devices=a.devices, retrain_stale=a.retrain_stale, train=pool)
         return 1 if s["failed"] else 0
     from fer_study.executors import SlurmSettings, submit_grid, wait
 

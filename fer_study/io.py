@@ -10,7 +10,9 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -34,24 +36,48 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-_SHA256_MEMO: dict[tuple[str, int, int], str] = {}
+def memo_by_file(min_bytes: int = 0, max_entries: int | None = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Memoise a function of one file (first argument) per process on (path, size, mtime_ns, inode) and
+    the other arguments. Files under ``min_bytes`` are read every time (tests rewrite small files within
+    one mtime tick); ``max_entries`` bounds the cache (it is cleared when full). Callers must not mutate
+    what it returns."""
+
+    def deco(fn: Callable[..., T]) -> Callable[..., T]:
+        cache: dict[tuple, T] = {}
+
+        @functools.wraps(fn)
+        def wrapper(path: str | Path, *args: Any, **kwargs: Any) -> T:
+            p = Path(path)
+            try:
+                st = p.stat()
+            except OSError:
+                return fn(path, *args, **kwargs)  # the function raises its own error
+            if st.st_size < min_bytes:
+                return fn(path, *args, **kwargs)
+            key = (str(p.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, args, tuple(sorted(kwargs.items())))
+            if key not in cache:
+                if max_entries is not None and len(cache) >= max_entries:
+                    cache.clear()
+                cache[key] = fn(path, *args, **kwargs)
+            return cache[key]
+
+        wrapper.cache_clear = cache.clear  # type: ignore[attr-defined]
+        return wrapper
+
+    return deco
 
 
+@memo_by_file()
 def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's content, memoised per process on (path, size, mtime_ns): weights files and
+    """SHA-256 of a file's content, memoised per process (:func:`memo_by_file`): weights files and
     data files are hashed once however many runs of a grid ask."""
-    p = Path(path)
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA256_MEMO:
-        import hashlib
+    import hashlib
 
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            while b := f.read(1 << 20):
-                h.update(b)
-        _SHA256_MEMO[key] = h.hexdigest()
-    return _SHA256_MEMO[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    return h.hexdigest()
 
 
 def torch_save_atomic(obj: Any, path: str | Path) -> Path:

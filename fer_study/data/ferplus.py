@@ -32,7 +32,6 @@ per split.
 from __future__ import annotations
 
 import csv
-import functools
 import re
 import warnings
 from collections import Counter
@@ -40,12 +39,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from fer_study.classes import FERPLUS_VOTE_COLUMNS, ferplus_classes
 from fer_study.errors import DataError
+from fer_study.io import memo_by_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image as PILImage
@@ -221,35 +221,12 @@ def _parse_votes(row: list[str], path: Path, rowno: int, start: int) -> list[int
     return votes
 
 
-_MEMO_MIN_BYTES = 1 << 20
+#: fer2013.csv / fer2013new.csv are parsed once per process (the three splits of a run, the runs of a
+#: worker); files under 1 MiB are re-read (tests rewrite small files within one mtime tick).
+_memo_csv = memo_by_file(min_bytes=1 << 20, max_entries=4)
 
 
-def _memo_by_file(fn: Any) -> Any:
-    """Memoise a reader of one file on (path, size, mtime): the three splits of a run, and the runs of
-    one worker process, parse fer2013.csv once. Callers index the arrays (copies) and never mutate them."""
-    cache: dict[tuple, Any] = {}
-
-    @functools.wraps(fn)
-    def wrapper(path: Path, *args: Any, **kwargs: Any) -> Any:
-        path = Path(path)
-        try:
-            st = path.stat()
-        except OSError:
-            return fn(path, *args, **kwargs)  # the reader raises its own error
-        if st.st_size < _MEMO_MIN_BYTES:  # small files (tests rewrite them within one mtime tick): re-read
-            return fn(path, *args, **kwargs)
-        key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, args, tuple(sorted(kwargs.items())))
-        if key not in cache:
-            if len(cache) >= 4:
-                cache.clear()
-            cache[key] = fn(path, *args, **kwargs)
-        return cache[key]
-
-    wrapper.cache_clear = cache.clear  # type: ignore[attr-defined]
-    return wrapper
-
-
-@_memo_by_file
+@_memo_csv
 def read_fer2013new(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     """Read fer2013new.csv: (usage per row, image name per row, votes (N, 10))."""
     rows = _read_csv_rows(path)
@@ -267,7 +244,7 @@ def read_fer2013new(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     return usage, names, np.asarray(votes, dtype=np.int64).reshape(-1, 10)
 
 
-@_memo_by_file
+@_memo_csv
 def read_fer2013(path: Path, load_pixels: bool = True) -> tuple[list[str], np.ndarray | None]:
     """Read fer2013.csv: (usage per row, images (N, 48, 48) uint8 or None)."""
     rows = _read_csv_rows(path)
