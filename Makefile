@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fer-study-installed
 
-.PHONY: demo test lint env bench clean-demo help
+.PHONY: demo test lint env bench clean-demo ferplus-cpu help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -32,6 +32,20 @@ lint: $(STAMP)  ## ruff only
 
 bench: $(STAMP)  ## CPU benchmark (results/bench/)
 	$(BIN)/fer-study bench --device cpu --backbone swin_s --batch 8 --steps 10 --warmup 2 --baseline-images 64
+
+# Table 2 on real FERPlus at CPU scale (README: Real faces). FERPLUS_ROOT: your FERPlus (FER2013Train/,
+# FER2013Valid/, FER2013Test/, fer2013new.csv); this project's development copy by default.
+FERPLUS_ROOT ?= ../shared/data/ferplus
+FERPLUS_SR   := cache/facesr/facesr_ferplus.pt
+
+ferplus-cpu: $(STAMP)  ## Table 2 on real FERPlus, CPU scale (FERPLUS_ROOT=...; hours on 2 cores; re-run resumes)
+	test -f $(FERPLUS_SR) || $(BIN)/fer-study sr train --folder $(FERPLUS_ROOT)/FER2013Train --lr-size 24 \
+	  --holdout 0 --steps 1500 --batch-size 32 --out $(FERPLUS_SR)
+	$(BIN)/fer-study sr eval --folder $(FERPLUS_ROOT)/FER2013Test --lr-size 24 --holdout 1 \
+	  --model facesr=$(FERPLUS_SR) --out results/ferplus_cpu/sr_eval
+	$(BIN)/fer-study run table2 --profile ferplus-cpu --seeds 0 1 2 --executor workers --jobs 2 \
+	  --set ferplus_root=$(FERPLUS_ROOT)
+	$(BIN)/fer-study report --profile ferplus-cpu
 
 clean-demo:  ## remove generated data, caches and run directories (never committed)
 	rm -rf data/synthfer data/synthfer_rafdb cache results/runs

@@ -113,7 +113,8 @@ def _cmd_sr_train(a: argparse.Namespace) -> int:
     if out.exists() and not a.force:
         print(f"{out} exists; use --force to retrain", file=sys.stderr)
         return 1
-    info = sr_train(out, a.data, a.folder, a.scale, a.holdout, a.seed, a.steps, a.batch_size, a.nf, a.blocks)
+    info = sr_train(out, a.data, a.folder, a.scale, a.holdout, a.seed, a.steps, a.batch_size, a.nf, a.blocks,
+                    lr_size=a.lr_size)
     print(f"facesr written to {out}: {info}")
     return 0
 
@@ -121,7 +122,7 @@ def _cmd_sr_train(a: argparse.Namespace) -> int:
 def _cmd_sr_eval(a: argparse.Namespace) -> int:
     from fer_study.study import sr_eval
 
-    sr_eval(a.model, a.out, a.data, a.folder, a.scale, a.holdout, a.seed)
+    sr_eval(a.model, a.out, a.data, a.folder, a.scale, a.holdout, a.seed, lr_size=a.lr_size)
     return 0
 
 
@@ -266,8 +267,11 @@ def _cmd_bench(a: argparse.Namespace) -> int:
 
 
 def _add_profile(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", choices=["demo", "paper"], default="demo",
-                   help="demo: SynthFER + CPU-sized models; paper: the paper's configuration")
+    from fer_study.config import PROFILES
+
+    p.add_argument("--profile", choices=list(PROFILES), default="demo",
+                   help="demo: SynthFER + CPU-sized models; paper: the paper's configuration; ferplus-cpu: "
+                        "Table 2 on real FERPlus at CPU scale (set ferplus_root)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, parsed as its field's type (integer, number, boolean "
                         "true/false/yes/no/1/0, none/null for optional values, JSON for dicts) and checked "
@@ -352,8 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
         q = ssub.add_parser(name, help=helptext)
         q.add_argument("--data", default="data/synthfer", help="SynthFER root (pairs from its HR renders)")
         q.add_argument("--folder", help="instead: any folder of face images (HR), LR made by bicubic downscale")
-        q.add_argument("--scale", type=int, default=2, help="SR factor (48 -> 48*scale)")
-        q.add_argument("--holdout", type=float, default=0.15, help="held-out fraction")
+        q.add_argument("--scale", type=int, default=2, help="SR factor (LR-SIZE -> LR-SIZE*scale)")
+        q.add_argument("--lr-size", type=int, default=48,
+                       help="--folder: low-resolution size; the faces become HR at LR-SIZE*scale (FERPlus: "
+                            "--lr-size 24 learns 24 -> 48 from its 48 px faces)")
+        q.add_argument("--holdout", type=float, default=0.15,
+                       help="held-out fraction in [0, 1] (train: 0 uses every pair; eval: 1 scores every pair)")
         q.add_argument("--seed", type=int, default=0, help="seed of the held-out split (and of training)")
         q.set_defaults(func=fn)
     q = ssub.choices["train"]
@@ -455,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--sr-images", type=int, default=64, help="images timed per SR backend")
     be.add_argument("--sr-batch", type=int, default=32, help="SR cache build batch size")
     be.add_argument("--dic-weights", help="time DIC with these weights (random weights cost the same)")
-    be.add_argument("--stem", default="patch", choices=["patch", "conv"], help="backbone stem")
+    be.add_argument("--stem", default="patch", choices=["patch", "conv", "conv_wide"], help="backbone stem")
     be.add_argument("--ltr-n", type=int, default=16, help="channels of the learn-to-resize CNN")
     be.add_argument("--out", default="results/bench", help="folder of the JSON/Markdown results")
     be.set_defaults(func=_cmd_bench)

@@ -1,4 +1,4 @@
-"""Run configuration: the ``paper`` and ``demo`` profiles, typed ``key=value`` overrides, validation, run ids.
+"""Run configuration: the ``paper``, ``demo`` and ``ferplus-cpu`` profiles, typed ``key=value`` overrides, validation, run ids.
 
 What each field accepts is declared next to it (:func:`fer_study.overrides.option`: choices, bounds,
 files that must exist) and checked by :meth:`TrainConfig.validate`, which every config built from user
@@ -230,7 +230,29 @@ def demo_profile() -> TrainConfig:
         schedule="cosine", warmup_steps=30, augment="light", seed=0, amp=False)
 
 
-PROFILES = {"paper": paper_profile, "demo": demo_profile}
+#: The ``ferplus-cpu`` profile's facesr weights (``fer-study sr train --folder FERPLUS/FER2013Train
+#: --lr-size 24 --holdout 0 --out ...``: self-supervised on FERPlus training faces, 24 -> 48).
+FERPLUS_CPU_FACESR = "cache/facesr/facesr_ferplus.pt"
+
+
+def ferplus_cpu_profile() -> TrainConfig:
+    """Real FERPlus at CPU scale (Table 2 on real faces): the user's FERPlus (set ``ferplus_root``),
+    majority labels, 8 classes, the PSR prior; facesr x2 (48 -> 96) trained self-supervised on FERPlus
+    training faces (24 -> 48) instead of DIC x8; LTR n=8 back down to the stand-ins' 48 px; random-init
+    Swin stand-ins with a wide convolutional stem (``cpu_swin_s``, ``cpu_swin_b``); 12 epochs of AdamW
+    with warm-up + cosine, light augmentation; bf16 autocast where the CPU has native bf16 (1.6x faster
+    here; env.json records whether it was used). Runs go to ``results/ferplus_cpu/runs`` (their config,
+    env, metrics and history are committed; checkpoints are not)."""
+    return TrainConfig(
+        dataset="ferplus", ferplus_root="data/ferplus", sr_backend="facesr", sr_weights=FERPLUS_CPU_FACESR,
+        model=ModelConfig(backbone="cpu_swin_s", up="sr", down="ltr", stn=False, sr_size=96, img_size=48,
+                          head="linear", stem="conv_wide", ltr_n=8),
+        label_mode="majority", prior="psr", optimizer="adamw", lr=2e-3, weight_decay=0.05, batch_size=64,
+        epochs=12, schedule="cosine", warmup_steps=200, augment="light", seed=0, amp=True,
+        runs_dir="results/ferplus_cpu/runs")
+
+
+PROFILES = {"paper": paper_profile, "demo": demo_profile, "ferplus-cpu": ferplus_cpu_profile}
 
 
 _HINTS: dict[type, dict[str, Any]] = {}

@@ -287,15 +287,16 @@ def table_caption(name: str, df: pd.DataFrame, notes: str) -> str:
 
 
 def export(df: pd.DataFrame, notes: str, name: str, out_dir: str | Path | None = None, publish: bool = False,
-           caption: str | None = None) -> list[Path]:
+           caption: str | None = None, profile: str | None = None) -> list[Path]:
     """Write NAME.csv (numeric: mean, std, n and per-seed columns), NAME.md (with the notes) and
     NAME.tex (booktabs, ``\\label{tab:NAME}``, a caption for readers) to ``out_dir``; by default to the
     committed ``results/tables`` only when ``publish`` (``fer-study report``), else to the scratch
     folder (:func:`fer_study.paths.output_dir`), so that interactive and nbval runs never overwrite
-    the committed tables. The files are world-readable."""
+    the committed tables; a profile with its own outputs publishes to its folder (``ferplus-cpu``:
+    ``results/ferplus_cpu``). The files are world-readable."""
     from fer_study.paths import make_readable, output_dir
 
-    out_dir = Path(out_dir) if out_dir else output_dir("tables", publish)
+    out_dir = Path(out_dir) if out_dir else output_dir("tables", publish, profile=profile)
     md = to_markdown(df) + "\n\n" + "\n".join(f"- {n}" for n in notes.splitlines()) + "\n"
     tex = to_latex(df, caption or table_caption(name, df, notes), label=f"tab:{name}")
     paths = [write_text(out_dir / f"{name}.csv", to_csv_frame(df).to_csv(index=False)),

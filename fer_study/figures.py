@@ -59,13 +59,13 @@ def describe_run(cfg: TrainConfig) -> str:
     """A run's setting in words, for titles (no run id): data, backbone, up- and down-scaling."""
     from fer_study.data.synth import is_synthetic
     from fer_study.plots import data_label
-    from fer_study.tables import DEMO_BACKBONE
+    from fer_study.tables import PROFILE_BACKBONES
 
     synthetic = cfg.dataset == "synthfer" or is_synthetic(cfg.data_root)
     data = data_label(cfg.dataset) if cfg.dataset == "synthfer" or not synthetic else \
         f"SynthFER (synthetic, {data_label(cfg.dataset)} layout)"
     m = cfg.model
-    paper = {v: k for k, v in DEMO_BACKBONE.items()}.get(m.backbone)
+    paper = {v: k for mapping in PROFILE_BACKBONES.values() for k, v in mapping.items()}.get(m.backbone)
     backbone = f"{m.backbone} (CPU stand-in for {paper})" if paper else m.backbone
     up = f"SR ({cfg.sr_backend})" if m.up == "sr" else m.up
     down = {"ltr": "learn-to-resize", "none": "no resizer"}.get(m.down, m.down)

@@ -83,16 +83,29 @@ def scratch_dir(root: str | Path | None = None) -> Path:
     return at_root(env, root) if env else at_root("scratch", root)
 
 
-def output_dir(kind: str, publish: bool = False, root: str | Path | None = None) -> Path:
+#: Profiles whose published tables go elsewhere than ``results/tables`` and whose figures carry a
+#: suffix, so that they never overwrite the demo's: profile -> (tables folder, figure name suffix).
+PROFILE_OUTPUTS: dict[str, tuple[str, str]] = {"ferplus-cpu": ("results/ferplus_cpu", "_ferplus_cpu")}
+
+
+def output_dir(kind: str, publish: bool = False, root: str | Path | None = None, profile: str | None = None) -> Path:
     """The folder for ``kind`` (``"tables"`` or ``"figures"``): the committed one when ``publish``
-    (``results/tables`` or ``$FER_STUDY_TABLES_DIR``; ``figures``), else ``scratch_dir()/kind``."""
+    (``$FER_STUDY_TABLES_DIR``, else the profile's :data:`PROFILE_OUTPUTS` folder, else
+    ``results/tables``; ``figures``), else ``scratch_dir()/kind``."""
     if kind not in ("tables", "figures"):
         raise ValueError(f"kind={kind!r}: expected 'tables' or 'figures'")
     if not publish:
         return scratch_dir(root) / kind
     if kind == "tables":
-        return at_root(os.environ.get("FER_STUDY_TABLES_DIR") or "results/tables", root)
+        default = PROFILE_OUTPUTS.get(profile or "", ("results/tables", ""))[0]
+        return at_root(os.environ.get("FER_STUDY_TABLES_DIR") or default, root)
     return at_root("figures", root)
+
+
+def figure_name(name: str, profile: str | None = None) -> str:
+    """A figure's file name without extension: ``figure2``, or ``figure2_ferplus_cpu`` for a profile
+    with its own outputs (:data:`PROFILE_OUTPUTS`)."""
+    return name + PROFILE_OUTPUTS.get(profile or "", ("", ""))[1]
 
 
 def make_readable(path: str | Path) -> Path:

@@ -36,6 +36,7 @@ from fer_study.runs import Run, RunStore
 from fer_study.significance import MIN_SEEDS, TEST_NAME, compare, mcnemar  # noqa: F401 - mcnemar re-exported
 from fer_study.tables import (
     DEMO_BACKBONE,
+    FERPLUS_CPU_BACKBONE,
     PROFILE_BACKBONES,
     TABLES,
     Cell,
@@ -287,6 +288,14 @@ def build_table(table: str, profile: str, seeds: object = None,
                         f"at 48 px, {demo.epochs} epochs of batch {demo.batch_size} (AdamW lr {demo.lr:g}, cosine); "
                         f"facesr x2 (48->96) instead of DIC x8 (48->384); LTR n={demo.model.ltr_n}. These numbers "
                         "say nothing about real FER accuracy.")
+    if PROFILE_BACKBONES.get(profile) is FERPLUS_CPU_BACKBONE:
+        c = make_config(profile)
+        maps = ", ".join(f"{k}→{v}" for k, v in FERPLUS_CPU_BACKBONE.items())
+        notes.insert(1, f"CPU SCALE: real FERPlus ({c.label_mode} labels), random-init stand-ins ({maps}) with a "
+                        f"wide conv stem at 48 px, no pretraining, {c.epochs} epochs of batch {c.batch_size} (AdamW "
+                        f"lr {c.lr:g}, cosine); facesr x2 (48->96) trained self-supervised on FERPlus training faces "
+                        f"(24->48) instead of DIC x8 (48->384); LTR n={c.model.ltr_n}. Not a reproduction of the "
+                        "paper's numbers (pretrained Swin, DIC, 100 epochs).")
     return df, "\n".join(notes)
 
 

@@ -54,7 +54,7 @@ def overridden_varied_keys(table: str, overrides: list[str]) -> list[str]:
 def plan(table: str, profile: str, seeds: list[int], overrides: list[str] | None = None) -> list[Job]:
     """The unique runs of a grid (cells with identical configs share one run)."""
     jobs: dict[str, Job] = {}
-    for spec in tables_for(table):
+    for spec in tables_for(table, profile):
         for cell in spec.cells:
             if not cell_applies(cell, profile, overrides):
                 continue
@@ -63,6 +63,23 @@ def plan(table: str, profile: str, seeds: list[int], overrides: list[str] | None
                 job = jobs.setdefault(cfg.run_id(), Job(cfg, s))
                 job.cells.append((spec, cell))
     return list(jobs.values())
+
+
+def relative_cost(cfg: TrainConfig) -> float:
+    """A rough training cost of a run relative to others of its grid (for longest-first scheduling):
+    epochs x (backbone input pixels x width, plus the resizer's and STN's work at the SR size)."""
+    from fer_study.models.backbones import BACKBONES
+
+    m = cfg.model
+    width = BACKBONES.get(m.backbone, ("", {}))[1].get("embed_dim", 96)
+    size = m.img_size or 224
+    cost = size * size * width / 96
+    big = m.sr_size if m.up == "sr" or m.down == "ltr" else m.input_size
+    if m.down == "ltr":
+        cost += 2.0 * big * big * m.ltr_n / 16
+    if m.stn:
+        cost += 1.0 * big * big
+    return cfg.epochs * cost
 
 
 def _train_in_notebook(job: Job, env: dict[str, str]) -> tuple[bool, str]:
@@ -222,6 +239,8 @@ def run_grid(table: str, profile: str, seeds: list[int], overrides: list[str] | 
                             "--retrain-stale to retrain them, or restore the inputs.")
     store.write_manifest(manifest)
     workers = len(devices) if devices else max(1, jobs)
+    if workers > 1:  # longest first: the last runs to finish are short, so no worker idles for long
+        pending.sort(key=lambda item: -relative_cost(item[1].config))
     threads = max(1, (os.cpu_count() or 1) // workers)
     execute = train or _train_in_notebook
 

@@ -47,15 +47,24 @@ def folder_pairs(folder: str | Path, lr_size: int = 48, scale: int = 4) -> tuple
 
 
 def split_pairs(n: int, holdout: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices of ``n`` pairs, a seeded permutation; ``holdout`` in [0, 1] (0: none
+    held out, 1: all; otherwise at least one)."""
+    if not 0 <= holdout <= 1:
+        raise ValueError(f"holdout={holdout}: expected a fraction in [0, 1]")
     idx = np.random.default_rng(seed).permutation(n)
-    k = max(1, int(round(holdout * n)))
+    k = 0 if holdout == 0 else max(1, int(round(holdout * n)))
     return np.sort(idx[k:]), np.sort(idx[:k])
 
 
 def train_facesr(lr: np.ndarray, hr: np.ndarray, out: str | Path, steps: int = 400, batch_size: int = 16,
                  patch: int = 24, lr_rate: float = 1e-3, seed: int = 0, nf: int = 32, blocks: int = 4,
-                 device: str = "cpu", progress: bool = True) -> dict:
-    """L1 training on random aligned patches; writes a facesr checkpoint to ``out``."""
+                 device: str = "cpu", progress: bool = True, source: str | None = None) -> dict:
+    """L1 training on random aligned patches; writes a facesr checkpoint to ``out`` (with ``source``,
+    what the pairs came from, in its metadata)."""
+    if len(lr) == 0:
+        raise ValueError("no training pairs (holdout=1 holds every pair out)")
+    if patch > lr.shape[-1]:
+        raise ValueError(f"patch={patch}: larger than the {lr.shape[-1]} px low-resolution images")
     scale = hr.shape[-1] // lr.shape[-1]
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -79,7 +88,8 @@ def train_facesr(lr: np.ndarray, hr: np.ndarray, out: str | Path, steps: int = 4
         sched.step()
         losses.append(float(loss.detach()))
     info = {"steps": steps, "batch_size": batch_size, "patch": patch, "seed": seed, "scale": scale,
-            "train_pairs": int(len(L)), "final_l1": float(np.mean(losses[-20:])),
+            "train_pairs": int(len(L)), "lr_size": int(L.shape[-1]), "source": source,
+            "final_l1": float(np.mean(losses[-20:])),
             "seconds": round(time.perf_counter() - t0, 1)}
     save_facesr(model.cpu(), out, {"train": info})
     return info

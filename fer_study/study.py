@@ -10,44 +10,54 @@ from pathlib import Path
 
 from fer_study.io import environment, write_json, write_text
 from fer_study.notebooks import run_notebook
-from fer_study.tables import DATA_NOTEBOOK, FIGURES, TABLES
+from fer_study.tables import DATA_NOTEBOOK, FIGURES, TABLES, report_notebooks
 
 #: Seeds a grid or a report uses when none are given.
-DEFAULT_SEEDS = {"demo": [0, 1, 2], "paper": [1111]}
+DEFAULT_SEEDS = {"demo": [0, 1, 2], "paper": [1111], "ferplus-cpu": [0, 1, 2]}
 DEMO_SYNTHFER = "data/synthfer"
 DEMO_RAFDB = "data/synthfer_rafdb"
 DEMO_FACESR = "cache/facesr/facesr.pt"
 DEMO_SR_EVAL = "results/sr/facesr_eval_synthfer"
 
 
-def _pairs(data: str | None, folder: str | None, scale: int):
+def _pairs(data: str | None, folder: str | None, scale: int, lr_size: int = 48):
     from fer_study.sr_train import folder_pairs, synthfer_pairs
 
-    return synthfer_pairs(data, 48 * scale) if folder is None else folder_pairs(folder, scale=scale)
+    if folder is None:
+        if lr_size != 48:
+            raise ValueError(f"lr_size={lr_size}: SynthFER's low-resolution faces are 48 px (use folder= for others)")
+        return synthfer_pairs(data, 48 * scale)
+    return folder_pairs(folder, lr_size=lr_size, scale=scale)
 
 
 def sr_train(out: str | Path, data: str | None = DEMO_SYNTHFER, folder: str | None = None, scale: int = 2,
              holdout: float = 0.15, seed: int = 0, steps: int = 300, batch_size: int = 16, nf: int = 32,
-             blocks: int = 4) -> dict:
-    """Train facesr on (LR, HR) pairs of SynthFER's renders or of a folder of faces (held-out part kept out)."""
+             blocks: int = 4, lr_size: int = 48) -> dict:
+    """Train facesr on (LR, HR) pairs of SynthFER's renders or of a folder of faces (held-out part kept
+    out; ``holdout=0`` trains on all of them, e.g. FERPlus's training folder, evaluated on its test folder).
+    ``lr_size``: the folder's faces become HR at ``lr_size * scale`` and LR at ``lr_size`` (FERPlus's
+    48 px faces: ``lr_size=24, scale=2`` learns 24 -> 48, the model is then applied 48 -> 96)."""
     from fer_study.sr_train import split_pairs, train_facesr
 
-    lr, hr = _pairs(data, folder, scale)
+    lr, hr = _pairs(data, folder, scale, lr_size)
     tr, _ = split_pairs(len(lr), holdout, seed)
-    return train_facesr(lr[tr], hr[tr], Path(out), steps=steps, batch_size=batch_size, seed=seed, nf=nf,
-                        blocks=blocks)
+    info = train_facesr(lr[tr], hr[tr], Path(out), steps=steps, batch_size=batch_size, seed=seed, nf=nf,
+                        blocks=blocks, patch=min(24, lr_size), source=str(folder or data))
+    return info
 
 
 def sr_eval(models: list[str], out: str | Path | None = None, data: str | None = DEMO_SYNTHFER,
             folder: str | None = None, scale: int = 2, holdout: float = 0.15, seed: int = 0,
-            log: Callable[[str], None] = print) -> dict:
-    """PSNR/SSIM of bicubic, bilinear and each ``BACKEND=WEIGHTS`` model on the held-out pairs; writes
-    OUT.json and OUT.md when ``out`` is given."""
+            log: Callable[[str], None] = print, lr_size: int = 48) -> dict:
+    """PSNR/SSIM of bicubic, bilinear and each ``BACKEND=WEIGHTS`` model on the held-out pairs
+    (``holdout=1``: every pair, e.g. FERPlus's test folder); writes OUT.json and OUT.md when ``out`` is given."""
     from fer_study.models.sr import SuperResolver
     from fer_study.sr_train import evaluate_sr, split_pairs
 
-    lr, hr = _pairs(data, folder, scale)
+    lr, hr = _pairs(data, folder, scale, lr_size)
     _, ho = split_pairs(len(lr), holdout, seed)
+    if not len(ho):
+        raise ValueError(f"holdout={holdout}: no pair is held out to evaluate on")
     size = hr.shape[-1]
     resolvers = {"bicubic": SuperResolver("bicubic", out_size=size), "bilinear": SuperResolver("bilinear", out_size=size)}
     for spec in models:
@@ -71,15 +81,25 @@ def sr_eval(models: list[str], out: str | Path | None = None, data: str | None =
 
 def report(profile: str, seeds: list[int] | None = None, overrides: list[str] | None = None,
            log: Callable[[str], None] = print) -> bool:
-    """Execute the table notebooks and the figure notebooks over the trained runs (in place)."""
+    """Execute the table notebooks and the figure notebooks of ``profile`` over its trained runs (in place;
+    a profile with its own outputs, e.g. ``ferplus-cpu``: executed copies in its tables folder)."""
+    from fer_study.paths import PROFILE_OUTPUTS, figure_name, output_dir, project_root
+
     params = {"profile": profile, "seeds": list(seeds or []), "overrides": list(overrides or [])}
     ok = True
-    names = [t.notebook for t in TABLES.values()] + [f.notebook for f in FIGURES.values()]
+    names = report_notebooks(profile)
+    # a profile with its own outputs keeps its executed notebooks beside its tables: notebooks/ stays the
+    # demo's (what nbval checks and a newcomer opens)
+    nb_dir = output_dir("tables", True, profile=profile) / "notebooks" if profile in PROFILE_OUTPUTS else None
+    if nb_dir is not None:
+        nb_dir.mkdir(parents=True, exist_ok=True)
     for k, name in enumerate(names, 1):
         log(f"[{k}/{len(names)}] {name}")
         p = params if name != FIGURES["explore"].notebook else {"profile": profile, "overrides": params["overrides"]}
-        ok &= run_notebook(name, p, log=log)
-    log("tables: results/tables/table{1,2,3,4}.{csv,md,tex}; figure: figures/figure2.{png,pdf}")
+        ok &= run_notebook(name, p, log=log, output=None if nb_dir is None else nb_dir / f"{name}.ipynb")
+    tables = ",".join(t.name.removeprefix("table") for t in TABLES.values() if t.notebook in names)
+    where = output_dir("tables", True, profile=profile).relative_to(project_root())
+    log(f"tables: {where}/table{{{tables}}}.{{csv,md,tex}}; figure: figures/{figure_name('figure2', profile)}.{{png,pdf}}")
     return ok
 
 

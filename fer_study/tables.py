@@ -20,8 +20,13 @@ from fer_study.config import TrainConfig, apply_overrides, make_config
 #: The demo profile's CPU-sized stand-in of each paper backbone (same family, random init).
 DEMO_BACKBONE = {"vit_s": "tiny_vit", "deit_s": "tiny_deit", "convit_s": "tiny_convit", "xcit_s": "tiny_xcit",
                  "swin_t": "tiny_swin_t", "swin_s": "tiny_swin_s", "swin_b": "tiny_swin_b", "swin_l": "tiny_swin_l"}
+#: The ``ferplus-cpu`` profile's stand-ins (real FERPlus, random init, wide conv stem; Table 2 only).
+FERPLUS_CPU_BACKBONE = {"swin_s": "cpu_swin_s", "swin_b": "cpu_swin_b"}
 #: Per profile: paper backbone alias -> the backbone that profile trains (identity when absent).
-PROFILE_BACKBONES: dict[str, dict[str, str]] = {"demo": DEMO_BACKBONE}
+PROFILE_BACKBONES: dict[str, dict[str, str]] = {"demo": DEMO_BACKBONE, "ferplus-cpu": FERPLUS_CPU_BACKBONE}
+#: Per profile: the tables it runs and reports when none is named (absent: all of them). ``ferplus-cpu``
+#: is sized for Table 2 on the 2-core CPU (3 hours for 5 settings x 3 seeds); Table 3 would double it.
+PROFILE_TABLES: dict[str, tuple[str, ...]] = {"ferplus-cpu": ("table2",)}
 
 VANILLA = {"model.up": "bilinear", "model.down": "none", "model.stn": False}
 PROPOSED = {"model.up": "sr", "model.down": "ltr", "model.stn": False}
@@ -161,10 +166,11 @@ def table_names() -> list[str]:
     return list(TABLES)
 
 
-def tables_for(name: str) -> list[TableSpec]:
-    """``all`` or one table name."""
+def tables_for(name: str, profile: str | None = None) -> list[TableSpec]:
+    """``all`` (every table, or the tables of ``profile``: :data:`PROFILE_TABLES`) or one table name."""
     if name == "all":
-        return list(TABLES.values())
+        keep = PROFILE_TABLES.get(profile or "", tuple(TABLES))
+        return [t for t in TABLES.values() if t.name in keep]
     if name not in TABLES:
         from fer_study.errors import ConfigError
 
@@ -172,9 +178,13 @@ def tables_for(name: str) -> list[TableSpec]:
     return [TABLES[name]]
 
 
-def report_notebooks() -> list[str]:
-    """The notebooks ``fer-study report`` executes, in order."""
-    return [t.notebook for t in TABLES.values()] + [f.notebook for f in FIGURES.values()]
+def report_notebooks(profile: str | None = None) -> list[str]:
+    """The notebooks ``fer-study report`` executes, in order: the tables of ``profile``
+    (:data:`PROFILE_TABLES`) and the figures drawn from them (the explorer only with every table)."""
+    tables = tables_for("all", profile)
+    figs = [f for f in FIGURES.values() if (f.source is None and len(tables) == len(TABLES))
+            or (f.source is not None and f.source[0] in {t.name for t in tables})]
+    return [t.notebook for t in tables] + [f.notebook for f in figs]
 
 
 def nbval_notebooks() -> list[str]:

@@ -290,7 +290,7 @@ def test_run_id_ignores_the_other_data_sets_roots():
 
 
 def test_old_config_json_with_data_root_maps_and_keeps_its_run_id():
-    run = ROOT / "results" / "ferplus_cpu"
+    run = ROOT / "results" / "ferplus_cpu" / "first_vanilla_run"
     old = json.loads((run / "config.json").read_text())
     assert "data_root" in old and "ferplus_root" not in old
     cfg = read_config(run / "config.json")

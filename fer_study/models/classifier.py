@@ -79,7 +79,8 @@ class ModelConfig:
     checkpoint: str | None = option(None, path="file_or_dir")  # a weights file, or a folder of them
     # false: a checkpoint that fits only in part loads what matches (counts in the run's load report)
     checkpoint_strict: bool = True
-    stem: str = option("patch", choices=("patch", "conv"))  # patch: the backbone's own; conv: CPU stand-ins
+    # patch: the backbone's own; conv / conv_wide: CPU stand-ins (models.backbones.STEMS)
+    stem: str = option("patch", choices=("patch", "conv", "conv_wide"))
     backbone_kwargs: dict = field(default_factory=dict)
     normalise: str = option("input", choices=("input", "backbone"))  # input: the authors' (see the module doc)
     stn_align_corners: bool = True  # the authors' STN grid convention; False: the other one
@@ -94,9 +95,9 @@ class ModelConfig:
             raise ConfigError("model.down=none: up=sr needs a downsizer (ltr or bilinear) to reach the backbone size")
         _check_backbone(self.backbone)
         # (a checkpoint that does not exist is reported as such, by the path check, when files are checked)
-        if self.stem == "conv" and (self.pretrained or (self.checkpoint is not None and Path(self.checkpoint).exists())):
+        if self.stem != "patch" and (self.pretrained or (self.checkpoint is not None and Path(self.checkpoint).exists())):
             given = "model.pretrained=true" if self.pretrained else f"model.checkpoint={self.checkpoint}"
-            raise ConfigError(f"model.stem=conv: the convolutional stem replaces the patch embedding and cannot take "
+            raise ConfigError(f"model.stem={self.stem}: the convolutional stem replaces the patch embedding and cannot take "
                               f"pretrained weights ({given}); use model.stem=patch")
         self.check_weights(check_files)
 

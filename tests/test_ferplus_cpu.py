@@ -1,0 +1,135 @@
+"""The ``ferplus-cpu`` profile (Table 2 on real FERPlus at CPU scale): it resolves, plans the grid,
+publishes to its own folder, and one miniature resizer run trains on the real FERPlus copy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_study.config import FERPLUS_CPU_FACESR, make_config
+from fer_study.paths import figure_name, output_dir, project_root
+from fer_study.runner import plan
+from fer_study.sr_train import folder_pairs, split_pairs
+from fer_study.tables import FIGURES, TABLES, report_notebooks, tables_for
+
+ROOT = project_root()
+
+
+def test_the_profile_resolves_to_real_ferplus_with_its_stand_ins_and_own_run_store() -> None:
+    c = make_config("ferplus-cpu")
+    assert (c.dataset, c.label_mode, c.prior, c.model.num_classes) == ("ferplus", "majority", "psr", 8)
+    assert (c.sr_backend, c.sr_weights, c.model.sr_size, c.model.img_size) == ("facesr", FERPLUS_CPU_FACESR, 96, 48)
+    assert (c.model.backbone, c.model.stem) == ("cpu_swin_s", "conv_wide")
+    assert c.runs_dir == "results/ferplus_cpu/runs"
+    # the demo's outputs are not this profile's
+    assert make_config("demo").runs_dir == "results/runs"
+
+
+def test_the_grid_is_table2_settings_a_to_e_times_three_seeds() -> None:
+    jobs = plan("all", "ferplus-cpu", [0, 1, 2], ["ferplus_root=/nowhere/ferplus"])
+    assert [t.name for t in tables_for("all", "ferplus-cpu")] == ["table2"]
+    assert len(jobs) == 15  # the oracle cell needs SynthFER's renders: not planned on real faces
+    cells = sorted({label for j in jobs for label in j.labels})
+    assert cells == [f"table2:{k}" for k in "abcde"]
+    by_cell = {(j.labels[0], j.seed): j.config for j in jobs}
+    a, b, c, d, e = (by_cell[(f"table2:{k}", 0)] for k in "abcde")
+    assert (a.model.up, a.model.down, a.model.backbone) == ("bilinear", "none", "cpu_swin_s")
+    assert (b.model.up, b.model.down) == ("bilinear", "ltr")
+    assert (c.model.up, c.model.down) == ("sr", "bilinear")
+    assert (d.model.up, d.model.down, d.model.stn) == ("sr", "ltr", False)
+    assert (e.model.backbone, e.model.stn) == ("cpu_swin_b", True)
+    assert {j.config.ferplus_root for j in jobs} == {"/nowhere/ferplus"}
+    assert len({j.run_id for j in jobs}) == 15
+    # a named table still plans alone
+    assert len(plan("table2", "ferplus-cpu", [0])) == 5
+
+
+def test_dry_run_plans_the_grid_from_the_command_line(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "fer_study.cli", "run", "table2", "--profile", "ferplus-cpu",
+                        "--seeds", "0", "1", "2", "--set", f"ferplus_root={tmp_path}", "--set",
+                        f"runs_dir={tmp_path / 'runs'}", "--dry-run"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    ids = [line for line in r.stdout.splitlines() if "ferplus-cpu_swin_" in line]
+    assert len(ids) == 15, r.stdout
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("metrics.json"))
+
+
+def test_reports_publish_to_their_own_folder_and_figure_name() -> None:
+    assert output_dir("tables", True, ROOT, "ferplus-cpu") == ROOT / "results/ferplus_cpu"
+    assert output_dir("tables", True, ROOT, "demo") == ROOT / "results/tables"
+    assert output_dir("tables", False, ROOT, "ferplus-cpu") != ROOT / "results/ferplus_cpu"  # scratch
+    assert figure_name("figure2", "ferplus-cpu") == "figure2_ferplus_cpu"
+    assert figure_name("figure2", "demo") == "figure2"
+    assert report_notebooks("ferplus-cpu") == [TABLES["table2"].notebook, FIGURES["figure2"].notebook]
+    assert report_notebooks("demo") == report_notebooks()
+
+
+def test_sr_pairs_from_48px_faces_learn_24_to_48(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(tmp_path / f"f{i}.png")
+    lr, hr = folder_pairs(tmp_path, lr_size=24, scale=2)
+    assert lr.shape == (5, 24, 24) and hr.shape == (5, 48, 48)
+    # the HR target is the face itself (no resampling at its own size)
+    assert np.array_equal(hr[0], np.asarray(Image.open(tmp_path / "f0.png")))
+    tr, ho = split_pairs(5, 0.0)
+    assert len(tr) == 5 and len(ho) == 0
+    tr, ho = split_pairs(5, 1.0)
+    assert len(tr) == 0 and len(ho) == 5
+    with pytest.raises(ValueError, match="holdout=1.5"):
+        split_pairs(5, 1.5)
+
+
+def test_a_miniature_resizer_run_trains_on_real_ferplus(ferplus_root: Path, tmp_path: Path) -> None:
+    """Setting (d) (facesr 48 -> 96, LTR back to 48) on 300 real training faces, 1 epoch, with a small facesr
+    trained here on 24 -> 48 pairs of real training faces; evaluated on the full valid and test splits."""
+    from fer_study.study import sr_train
+    from fer_study.training import train
+
+    w = tmp_path / "facesr.pt"
+    info = sr_train(w, folder=str(ferplus_root / "FER2013Train"), scale=2, lr_size=24, holdout=0.0, steps=5,
+                    batch_size=4, nf=8, blocks=1)
+    assert info["lr_size"] == 24 and info["scale"] == 2 and info["train_pairs"] > 20000
+    ov = {"ferplus_root": str(ferplus_root), "sr_weights": str(w), "runs_dir": str(tmp_path / "runs"),
+          "cache_dir": str(tmp_path / "sr"), "max_train": 300, "epochs": 1, "warmup_steps": 2,
+          "progress": False, "model.ltr_n": 4}
+    cfg = make_config("ferplus-cpu", ov)
+    assert (cfg.model.up, cfg.model.down) == ("sr", "ltr")
+    run = Path(train(cfg))
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["finished"] and m["dataset"] == "ferplus" and not m.get("synthetic")
+    assert m["n"]["train"] == 300 and m["n"]["test"] > 3000
+    acc = m["protocols"]["clean"]["test_acc"]
+    assert 0.0 < acc <= 1.0
+
+
+def test_a_parallel_grid_starts_its_longest_runs_first(tmp_path: Path) -> None:
+    """With 2 workers the grid starts the costliest runs first (the STN + LTR setting (e), then the LTR
+    settings), so the runs left at the end are the short ones; one worker runs them in plan order."""
+    import threading
+
+    from fer_study.runner import relative_cost, run_grid
+
+    started: list[str] = []
+    lock = threading.Lock()
+
+    def fake(job, env):  # records the start order; trains nothing
+        with lock:
+            started.append(job.labels[0])
+        return False, str(tmp_path)
+
+    over = [f"ferplus_root={tmp_path}", f"runs_dir={tmp_path / 'runs'}"]
+    run_grid("table2", "ferplus-cpu", [0], over, jobs=2, log=lambda *_: None, train=fake)
+    assert started[0] == "table2:e" and set(started[1:3]) == {"table2:b", "table2:d"}
+    assert set(started[3:]) == {"table2:a", "table2:c"}
+    costs = {j.labels[0]: relative_cost(j.config) for j in plan("table2", "ferplus-cpu", [0], over)}
+    assert costs["table2:e"] > costs["table2:d"] == costs["table2:b"] > costs["table2:c"] == costs["table2:a"]
+    started.clear()
+    run_grid("table2", "ferplus-cpu", [0], over, jobs=1, log=lambda *_: None, train=fake)
+    assert started == [f"table2:{k}" for k in "abcde"]
