@@ -381,13 +381,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, default=32, help="images super-resolved at once")
     q.set_defaults(func=_cmd_sr_cache)
 
+    from fer_study.models.backbones import STEMS
     from fer_study.tables import TABLES
 
     ru = sub.add_parser("run", help="run a table's grid (01_train via papermill, one process per run)")
-    ru.add_argument("table", choices=[*TABLES, "all"], help="which table's grid (all: Tables 1-4)")
+    ru.add_argument("table", choices=[*TABLES, "all"],
+                    help="which table's grid (all: Tables 1-4; the ferplus-cpu profile runs table2 only)")
     _add_profile(ru)
     ru.add_argument("--seeds", type=int, nargs="+", default=None,
-                    help="seeds (default: 0 1 2 for demo, 1111 for paper)")
+                    help="seeds (default: 0 1 2 for demo and ferplus-cpu, 1111 for paper)")
     ru.add_argument("--dry-run", action="store_true", help="list the runs (and which are finished) without training")
     ru.add_argument("--retrain-stale", action="store_true",
                     help="retrain finished runs whose data or weights files changed since they were trained "
@@ -463,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--sr-images", type=int, default=64, help="images timed per SR backend")
     be.add_argument("--sr-batch", type=int, default=32, help="SR cache build batch size")
     be.add_argument("--dic-weights", help="time DIC with these weights (random weights cost the same)")
-    be.add_argument("--stem", default="patch", choices=["patch", "conv", "conv_wide"], help="backbone stem")
+    be.add_argument("--stem", default="patch", choices=["patch", *STEMS], help="backbone stem")
     be.add_argument("--ltr-n", type=int, default=16, help="channels of the learn-to-resize CNN")
     be.add_argument("--out", default="results/bench", help="folder of the JSON/Markdown results")
     be.set_defaults(func=_cmd_bench)

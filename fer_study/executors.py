@@ -197,7 +197,7 @@ def submit_grid(table: str, profile: str, seeds: list[int], overrides: list[str]
     settings.validate()
     overrides = list(overrides or [])
     todo = [j for j in plan(table, profile, seeds, overrides) if only is None or j.run_id in only]
-    for k in overridden_varied_keys(table, overrides):
+    for k in overridden_varied_keys(table, overrides, profile):
         log(f"warning: --set {k} overrides a value {table} varies between its cells; those cells share one run")
     store = RunStore.of(todo[0].config) if todo else RunStore()
     previous = latest_jobs(store, profile)

@@ -157,7 +157,8 @@ def explorer(runs_dir: str | Path = "results/runs"):
     runs = finished_runs(runs_dir)
     if not runs:
         raise FileNotFoundError(f"no finished runs with a saved model under {runs_dir}; train some first: "
-                                "fer-study run table2 --profile demo (or make demo)")
+                                "fer-study run table2 --profile demo (or make demo; "
+                                "ferplus-cpu: make ferplus-cpu)")
     run_w = W.Dropdown(options=[(p.name, str(p)) for p in runs], description="run", layout=W.Layout(width="95%"))
     cls_w = W.Dropdown(options=[("any", -1)], description="class")
     img_w = W.BoundedIntText(0, min=0, max=10_000, description="image #", layout=W.Layout(width="14em"))

@@ -90,15 +90,19 @@ PROFILE_OUTPUTS: dict[str, tuple[str, str]] = {"ferplus-cpu": ("results/ferplus_
 
 def output_dir(kind: str, publish: bool = False, root: str | Path | None = None, profile: str | None = None) -> Path:
     """The folder for ``kind`` (``"tables"`` or ``"figures"``): the committed one when ``publish``
-    (``$FER_STUDY_TABLES_DIR``, else the profile's :data:`PROFILE_OUTPUTS` folder, else
-    ``results/tables``; ``figures``), else ``scratch_dir()/kind``."""
+    (the profile's :data:`PROFILE_OUTPUTS` folder, else ``results/tables``; ``$FER_STUDY_TABLES_DIR``
+    replaces ``results/tables``, and holds the profile's folder by name; ``figures``), else
+    ``scratch_dir()/kind``."""
     if kind not in ("tables", "figures"):
         raise ValueError(f"kind={kind!r}: expected 'tables' or 'figures'")
     if not publish:
         return scratch_dir(root) / kind
     if kind == "tables":
-        default = PROFILE_OUTPUTS.get(profile or "", ("results/tables", ""))[0]
-        return at_root(os.environ.get("FER_STUDY_TABLES_DIR") or default, root)
+        own = PROFILE_OUTPUTS.get(profile or "")
+        env = os.environ.get("FER_STUDY_TABLES_DIR")
+        if env:  # a profile with its own outputs gets a subfolder, so that it never overwrites the demo's
+            return at_root(env, root) / Path(own[0]).name if own else at_root(env, root)
+        return at_root(own[0] if own else "results/tables", root)
     return at_root("figures", root)
 
 

@@ -44,15 +44,23 @@ class Job:
         return [f"{t.name}:{c.key}" for t, c in self.cells]
 
 
-def overridden_varied_keys(table: str, overrides: list[str]) -> list[str]:
+def overridden_varied_keys(table: str, overrides: list[str], profile: str | None = None) -> list[str]:
     """User overrides that replace a value the table varies between its cells (its rows then collapse)."""
-    varied = set().union(*(t.varies for t in tables_for(table)))
+    varied = set().union(*(t.varies for t in tables_for(table, profile)))
     keys = [o.split("=", 1)[0] for o in overrides]
     return [k for k in keys if k in varied or f"model.{k}" in varied]
 
 
 def plan(table: str, profile: str, seeds: list[int], overrides: list[str] | None = None) -> list[Job]:
-    """The unique runs of a grid (cells with identical configs share one run)."""
+    """The unique runs of a grid (cells with identical configs share one run). A profile sized for some
+    tables only (:data:`fer_study.tables.PROFILE_TABLES`) refuses the others."""
+    from fer_study.errors import ConfigError
+    from fer_study.tables import PROFILE_TABLES
+
+    allowed = PROFILE_TABLES.get(profile)
+    if allowed is not None and table != "all" and table not in allowed:
+        raise ConfigError(f"{table}: the {profile} profile runs {', '.join(allowed)} only (its stand-ins and budget "
+                          f"are sized for them); use --profile demo or paper for {table}")
     jobs: dict[str, Job] = {}
     for spec in tables_for(table, profile):
         for cell in spec.cells:
@@ -80,6 +88,11 @@ def relative_cost(cfg: TrainConfig) -> float:
     if m.stn:
         cost += 1.0 * big * big
     return cfg.epochs * cost
+
+
+def longest_first(items: list[tuple[int, Job, PlannedRun]]) -> list[tuple[int, Job, PlannedRun]]:
+    """``(index, job, entry)`` items by decreasing :func:`relative_cost` (plan order among equals)."""
+    return sorted(items, key=lambda item: -relative_cost(item[1].config))
 
 
 def _train_in_notebook(job: Job, env: dict[str, str]) -> tuple[bool, str]:
@@ -197,7 +210,7 @@ def run_grid(table: str, profile: str, seeds: list[int], overrides: list[str] | 
     """
     overrides = list(overrides or [])
     todo = plan(table, profile, seeds, overrides)
-    for k in overridden_varied_keys(table, overrides):
+    for k in overridden_varied_keys(table, overrides, profile):
         log(f"warning: --set {k} overrides a value {table} varies between its cells; those cells share one run")
     store = RunStore.of(todo[0].config) if todo else RunStore()
     manifest = Manifest(table, profile, list(seeds), overrides, git_sha=git_sha(),
@@ -240,7 +253,7 @@ def run_grid(table: str, profile: str, seeds: list[int], overrides: list[str] | 
     store.write_manifest(manifest)
     workers = len(devices) if devices else max(1, jobs)
     if workers > 1:  # longest first: the last runs to finish are short, so no worker idles for long
-        pending.sort(key=lambda item: -relative_cost(item[1].config))
+        pending = longest_first(pending)
     threads = max(1, (os.cpu_count() or 1) // workers)
     execute = train or _train_in_notebook
 

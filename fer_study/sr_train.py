@@ -30,27 +30,63 @@ def synthfer_pairs(root: str | Path, hr_size: int | None = None) -> tuple[np.nda
 
 
 def folder_pairs(folder: str | Path, lr_size: int = 48, scale: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs from any folder of face images: HR = image resized to lr_size*scale, LR = its bicubic downscale."""
+    """Pairs from any folder of face images: HR = image resized to lr_size*scale, LR = its bicubic downscale.
+    An image smaller than lr_size*scale is an error naming it (its HR target would be an upsampling)."""
     from PIL import Image
 
+    from fer_study.errors import ConfigError, DataError
+
+    check_pair_sizes(lr_size, scale)
+    if not Path(folder).is_dir():
+        raise DataError(f"--folder {folder}: no such folder")
+    hr_size = lr_size * scale
     hrs, lrs = [], []
     for p in sorted(Path(folder).iterdir()):
         if p.suffix.lower() not in (".png", ".jpg", ".jpeg"):
             continue
         with Image.open(p) as im:
-            h = im.convert("L").resize((lr_size * scale,) * 2, Image.BICUBIC)
+            if min(im.size) < hr_size:
+                raise ConfigError(f"{p}: {im.size[0]}x{im.size[1]} px, smaller than the {hr_size} px HR target of "
+                                  f"--lr-size {lr_size} x --scale {scale}; the target would be an upsampling "
+                                  f"(48 px FERPlus faces: --lr-size 24 --scale 2)")
+            h = im.convert("L").resize((hr_size,) * 2, Image.BICUBIC)
         hrs.append(np.asarray(h))
         lrs.append(np.asarray(h.resize((lr_size,) * 2, Image.BICUBIC)))
     if not hrs:
-        raise FileNotFoundError(f"no images in {folder}")
+        raise DataError(f"--folder {folder}: no .png/.jpg images in it")
     return np.stack(lrs), np.stack(hrs)
+
+
+def check_pair_sizes(lr_size: int, scale: int) -> None:
+    """``lr_size`` >= 1, ``scale`` >= 2 and an HR size of at least 11 px (SSIM's window)."""
+    from fer_study.errors import ConfigError
+
+    if lr_size < 1 or scale < 2:
+        raise ConfigError(f"--lr-size {lr_size} --scale {scale}: expected a size >= 1 and a scale >= 2")
+    if lr_size * scale < 11:
+        raise ConfigError(f"--lr-size {lr_size} --scale {scale}: HR images of {lr_size * scale} px are smaller than "
+                          "SSIM's 11 px window")
+
+
+def check_holdout(holdout: float, command: str) -> None:
+    """A held-out fraction in [0, 1]; ``train`` needs pairs left to train on, ``eval`` pairs held out."""
+    from fer_study.errors import ConfigError
+
+    if not 0 <= holdout <= 1:
+        raise ConfigError(f"--holdout {holdout}: expected a fraction in [0, 1]")
+    if command == "train" and holdout == 1:
+        raise ConfigError("--holdout 1: every pair would be held out, none left to train on")
+    if command == "eval" and holdout == 0:
+        raise ConfigError("--holdout 0: no pair is held out to evaluate on (a test folder: --holdout 1)")
 
 
 def split_pairs(n: int, holdout: float = 0.15, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(train, held-out) indices of ``n`` pairs, a seeded permutation; ``holdout`` in [0, 1] (0: none
     held out, 1: all; otherwise at least one)."""
     if not 0 <= holdout <= 1:
-        raise ValueError(f"holdout={holdout}: expected a fraction in [0, 1]")
+        from fer_study.errors import ConfigError
+
+        raise ConfigError(f"holdout={holdout}: expected a fraction in [0, 1]")
     idx = np.random.default_rng(seed).permutation(n)
     k = 0 if holdout == 0 else max(1, int(round(holdout * n)))
     return np.sort(idx[k:]), np.sort(idx[:k])
@@ -61,10 +97,12 @@ def train_facesr(lr: np.ndarray, hr: np.ndarray, out: str | Path, steps: int = 4
                  device: str = "cpu", progress: bool = True, source: str | None = None) -> dict:
     """L1 training on random aligned patches; writes a facesr checkpoint to ``out`` (with ``source``,
     what the pairs came from, in its metadata)."""
+    from fer_study.errors import ConfigError
+
     if len(lr) == 0:
-        raise ValueError("no training pairs (holdout=1 holds every pair out)")
+        raise ConfigError("no training pairs (holdout=1 holds every pair out)")
     if patch > lr.shape[-1]:
-        raise ValueError(f"patch={patch}: larger than the {lr.shape[-1]} px low-resolution images")
+        raise ConfigError(f"patch={patch}: larger than the {lr.shape[-1]} px low-resolution images")
     scale = hr.shape[-1] // lr.shape[-1]
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,9 @@ def _pairs(data: str | None, folder: str | None, scale: int, lr_size: int = 48):
 
     if folder is None:
         if lr_size != 48:
-            raise ValueError(f"lr_size={lr_size}: SynthFER's low-resolution faces are 48 px (use folder= for others)")
+            from fer_study.errors import ConfigError
+
+            raise ConfigError(f"--lr-size {lr_size}: SynthFER's low-resolution faces are 48 px (--folder for others)")
         return synthfer_pairs(data, 48 * scale)
     return folder_pairs(folder, lr_size=lr_size, scale=scale)
 
@@ -37,8 +40,9 @@ def sr_train(out: str | Path, data: str | None = DEMO_SYNTHFER, folder: str | No
     out; ``holdout=0`` trains on all of them, e.g. FERPlus's training folder, evaluated on its test folder).
     ``lr_size``: the folder's faces become HR at ``lr_size * scale`` and LR at ``lr_size`` (FERPlus's
     48 px faces: ``lr_size=24, scale=2`` learns 24 -> 48, the model is then applied 48 -> 96)."""
-    from fer_study.sr_train import split_pairs, train_facesr
+    from fer_study.sr_train import check_holdout, split_pairs, train_facesr
 
+    check_holdout(holdout, "train")
     lr, hr = _pairs(data, folder, scale, lr_size)
     tr, _ = split_pairs(len(lr), holdout, seed)
     info = train_facesr(lr[tr], hr[tr], Path(out), steps=steps, batch_size=batch_size, seed=seed, nf=nf,
@@ -52,12 +56,11 @@ def sr_eval(models: list[str], out: str | Path | None = None, data: str | None =
     """PSNR/SSIM of bicubic, bilinear and each ``BACKEND=WEIGHTS`` model on the held-out pairs
     (``holdout=1``: every pair, e.g. FERPlus's test folder); writes OUT.json and OUT.md when ``out`` is given."""
     from fer_study.models.sr import SuperResolver
-    from fer_study.sr_train import evaluate_sr, split_pairs
+    from fer_study.sr_train import check_holdout, evaluate_sr, split_pairs
 
+    check_holdout(holdout, "eval")
     lr, hr = _pairs(data, folder, scale, lr_size)
     _, ho = split_pairs(len(lr), holdout, seed)
-    if not len(ho):
-        raise ValueError(f"holdout={holdout}: no pair is held out to evaluate on")
     size = hr.shape[-1]
     resolvers = {"bicubic": SuperResolver("bicubic", out_size=size), "bilinear": SuperResolver("bilinear", out_size=size)}
     for spec in models:
@@ -65,8 +68,14 @@ def sr_eval(models: list[str], out: str | Path | None = None, data: str | None =
         resolvers[backend if backend not in resolvers else spec] = SuperResolver(backend, w or None, out_size=size)
     res = evaluate_sr(lr[ho], hr[ho], resolvers)
     source = "SynthFER (synthetic)" if folder is None else str(folder)
+    weights = _weights_info(models)
+    for spec, info in weights.items():
+        trained_on = (info.get("train") or {}).get("source")
+        if folder is not None and trained_on and Path(trained_on).resolve() == Path(folder).resolve():
+            log(f"warning: {spec} was trained on {folder} itself: only its own held-out pairs (same --holdout and "
+                "--seed) are unseen; score it on another folder (FERPlus: train on FER2013Train, eval on FER2013Test)")
     result = {"data": source, "holdout_images": int(len(ho)), "lr_size": int(lr.shape[-1]), "hr_size": int(size),
-              "results": res, "env": environment()}
+              "holdout": holdout, "seed": seed, "results": res, "models": weights, "env": environment()}
     lines = [f"SR evaluation on {len(ho)} held-out images of {source} ({lr.shape[-1]} -> {size})", "",
              "| method | PSNR (dB) | SSIM |", "|---|---|---|"]
     lines += [f"| {k} | {v['psnr']:.2f} ± {v['psnr_std']:.2f} | {v['ssim']:.4f} ± {v['ssim_std']:.4f} |"
@@ -77,6 +86,25 @@ def sr_eval(models: list[str], out: str | Path | None = None, data: str | None =
         write_text(Path(out).with_suffix(".md"), "\n".join(lines) + "\n")
         log(f"written: {Path(out).with_suffix('.json')} and .md")
     return result
+
+
+def _weights_info(models: list[str]) -> dict[str, dict]:
+    """For each ``BACKEND=WEIGHTS`` spec: the weights file, its SHA-256 and what it was trained on (facesr
+    checkpoints carry their training settings), so an SR evaluation names the exact weights it scored."""
+    from fer_study.io import file_sha256
+    from fer_study.models.sr import read_facesr
+
+    out = {}
+    for spec in models:
+        backend, _, w = spec.partition("=")
+        if not w or not Path(w).is_file():
+            continue
+        info: dict = {"backend": backend, "weights": w, "sha256": file_sha256(w)}
+        if backend == "facesr":
+            meta = read_facesr(w)
+            info.update(config=meta.get("config"), train=meta.get("train"))
+        out[spec] = info
+    return out
 
 
 def report(profile: str, seeds: list[int] | None = None, overrides: list[str] | None = None,
@@ -97,9 +125,10 @@ def report(profile: str, seeds: list[int] | None = None, overrides: list[str] | 
         log(f"[{k}/{len(names)}] {name}")
         p = params if name != FIGURES["explore"].notebook else {"profile": profile, "overrides": params["overrides"]}
         ok &= run_notebook(name, p, log=log, output=None if nb_dir is None else nb_dir / f"{name}.ipynb")
-    tables = ",".join(t.name.removeprefix("table") for t in TABLES.values() if t.notebook in names)
-    where = output_dir("tables", True, profile=profile).relative_to(project_root())
-    log(f"tables: {where}/table{{{tables}}}.{{csv,md,tex}}; figure: figures/{figure_name('figure2', profile)}.{{png,pdf}}")
+    tables = [t.name.removeprefix("table") for t in TABLES.values() if t.notebook in names]
+    numbers = tables[0] if len(tables) == 1 else "{" + ",".join(tables) + "}"
+    where = os.path.relpath(output_dir("tables", True, profile=profile), project_root())
+    log(f"tables: {where}/table{numbers}.{{csv,md,tex}}; figure: figures/{figure_name('figure2', profile)}.{{png,pdf}}")
     return ok
 
 

@@ -110,26 +110,64 @@ def test_a_miniature_resizer_run_trains_on_real_ferplus(ferplus_root: Path, tmp_
 
 
 def test_a_parallel_grid_starts_its_longest_runs_first(tmp_path: Path) -> None:
-    """With 2 workers the grid starts the costliest runs first (the STN + LTR setting (e), then the LTR
+    """With 2 workers the grid queues the costliest runs first (the STN + LTR setting (e), then the LTR
     settings), so the runs left at the end are the short ones; one worker runs them in plan order."""
-    import threading
-
-    from fer_study.runner import relative_cost, run_grid
-
-    started: list[str] = []
-    lock = threading.Lock()
-
-    def fake(job, env):  # records the start order; trains nothing
-        with lock:
-            started.append(job.labels[0])
-        return False, str(tmp_path)
+    from fer_study.runner import longest_first, relative_cost
+    from fer_study.runs import PlannedRun
 
     over = [f"ferplus_root={tmp_path}", f"runs_dir={tmp_path / 'runs'}"]
-    run_grid("table2", "ferplus-cpu", [0], over, jobs=2, log=lambda *_: None, train=fake)
-    assert started[0] == "table2:e" and set(started[1:3]) == {"table2:b", "table2:d"}
-    assert set(started[3:]) == {"table2:a", "table2:c"}
-    costs = {j.labels[0]: relative_cost(j.config) for j in plan("table2", "ferplus-cpu", [0], over)}
+    jobs = plan("table2", "ferplus-cpu", [0, 1], over)
+    items = [(i, j, PlannedRun(j.run_id, j.seed, j.labels)) for i, j in enumerate(jobs, 1)]
+    order = [j.labels[0] for _, j, _ in longest_first(items)]
+    assert order == ["table2:e"] * 2 + ["table2:b"] * 2 + ["table2:d"] * 2 + ["table2:a"] * 2 + ["table2:c"] * 2
+    costs = {j.labels[0]: relative_cost(j.config) for j in jobs}
     assert costs["table2:e"] > costs["table2:d"] == costs["table2:b"] > costs["table2:c"] == costs["table2:a"]
-    started.clear()
+
+    started: list[str] = []
+
+    def fake(job, env):  # records the start order; trains nothing
+        started.append(job.labels[0])
+        return False, str(tmp_path)
+
+    from fer_study.runner import run_grid
+
     run_grid("table2", "ferplus-cpu", [0], over, jobs=1, log=lambda *_: None, train=fake)
-    assert started == [f"table2:{k}" for k in "abcde"]
+    assert started == [f"table2:{k}" for k in "abcde"]  # one worker: plan order
+
+
+def test_the_profile_refuses_tables_it_is_not_sized_for() -> None:
+    from fer_study.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ferplus-cpu profile runs table2 only"):
+        plan("table1", "ferplus-cpu", [0])
+    r = subprocess.run([sys.executable, "-m", "fer_study.cli", "run", "table3", "--profile", "ferplus-cpu",
+                        "--dry-run"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "table2 only" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_custom_tables_folder_keeps_the_profiles_apart(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("FER_STUDY_TABLES_DIR", str(tmp_path))
+    assert output_dir("tables", True, ROOT, "demo") == tmp_path
+    assert output_dir("tables", True, ROOT, "ferplus-cpu") == tmp_path / "ferplus_cpu"
+
+
+def test_bad_sr_pair_settings_are_clear_errors(tmp_path: Path) -> None:
+    from fer_study.errors import ConfigError, DataError
+    from fer_study.sr_train import check_holdout
+
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(tmp_path / "face_a.png")
+    with pytest.raises(ConfigError, match=r"face_a.png: 48x48 px, smaller than the 96 px HR target"):
+        folder_pairs(tmp_path, lr_size=48, scale=2)  # would train facesr to imitate an upsampling
+    with pytest.raises(ConfigError, match="--lr-size 0"):
+        folder_pairs(tmp_path, lr_size=0, scale=2)
+    with pytest.raises(ConfigError, match="SSIM"):
+        folder_pairs(tmp_path, lr_size=4, scale=2)
+    with pytest.raises(DataError, match="no such folder"):
+        folder_pairs(tmp_path / "missing", lr_size=24, scale=2)
+    with pytest.raises(ConfigError, match="none left to train on"):
+        check_holdout(1.0, "train")
+    with pytest.raises(ConfigError, match="no pair is held out"):
+        check_holdout(0.0, "eval")
+    r = subprocess.run([sys.executable, "-m", "fer_study.cli", "sr", "eval", "--folder", str(tmp_path), "--lr-size",
+                        "24", "--holdout", "0"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "--holdout 0" in r.stderr and "Traceback" not in r.stderr

@@ -167,7 +167,7 @@ def test_stn_identity_init_and_counts():
 
 
 @pytest.mark.parametrize("name", list(TINY_BACKBONES))
-@pytest.mark.parametrize("size,stem", [(64, "patch"), (48, "conv")])  # 48 + conv stem: the demo profile
+@pytest.mark.parametrize("size,stem", [(64, "patch"), (48, "conv"), (48, "conv_wide")])  # 48 + conv: demo; conv_wide: ferplus-cpu
 def test_tiny_backbones_forward(name, size, stem):
     bb = build_backbone(name, img_size=size, stem=stem)
     assert bb.model(torch.rand(2, 3, size, size)).shape == (2, bb.num_features)

@@ -107,8 +107,8 @@ class Backbone:
 #: convolution at full resolution before the stages, 0: none). ``conv``: stages of 16, 32, ... capped
 #: (the demo's stand-ins); ``conv_wide``: a 16-wide full-resolution 3x3 convolution, then stages of 32,
 #: 64, 128 (the ``ferplus-cpu`` stand-ins: on real FERPlus the narrow stem left a 48-wide tiny Swin
-#: under-fitting, 79 % training accuracy after 10 epochs; with this stem, 8 epochs gave 78.9 % clean
-#: test accuracy against 75.4 % in 10).
+#: under-fitting, 79 % training accuracy and 75.52 % clean test accuracy after 10 epochs; with this
+#: stem, 8 epochs gave 78.87 %, seed 0).
 STEMS: dict[str, tuple[int, bool, int]] = {"conv": (16, True, 0), "conv_wide": (32, False, 16)}
 
 

@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fer_study.errors import ConfigError
-from fer_study.models.backbones import BACKBONES, build_backbone, count_parameters, make_head
+from fer_study.models.backbones import BACKBONES, STEMS, build_backbone, count_parameters, make_head
 from fer_study.models.resizer import LearnToResize
 from fer_study.models.stn import STN
 from fer_study.models.weights import check_backbone_checkpoint, check_pretrained
@@ -80,7 +80,7 @@ class ModelConfig:
     # false: a checkpoint that fits only in part loads what matches (counts in the run's load report)
     checkpoint_strict: bool = True
     # patch: the backbone's own; conv / conv_wide: CPU stand-ins (models.backbones.STEMS)
-    stem: str = option("patch", choices=("patch", "conv", "conv_wide"))
+    stem: str = option("patch", choices=("patch", *STEMS))
     backbone_kwargs: dict = field(default_factory=dict)
     normalise: str = option("input", choices=("input", "backbone"))  # input: the authors' (see the module doc)
     stn_align_corners: bool = True  # the authors' STN grid convention; False: the other one

@@ -144,7 +144,9 @@ class SuperResolver(nn.Module):
                 hint = {
                     "dic": "download the Helen x8 DIC checkpoint (github.com/Maclory/Deep-Iterative-Collaboration)",
                     "spandrel": "give any checkpoint spandrel can load (e.g. a SwinIR x8 .pth)",
-                    "facesr": "train one with `fer-study sr train`",
+                    "facesr": "train one with `fer-study sr train` (the ferplus-cpu profile's: `fer-study sr train "
+                              "--folder FERPLUS/FER2013Train --lr-size 24 --holdout 0 --out "
+                              "cache/facesr/facesr_ferplus.pt`, or `make ferplus-cpu`)",
                 }[backend]
                 raise FileNotFoundError(f"SR weights for backend '{backend}' not found: {self.weights}; {hint}")
             if backend == "dic":
