@@ -65,15 +65,19 @@ def rooted(cfg: Any, root: str | Path | None = None) -> Any:
     return out
 
 
-def runs_override(overrides: list[str] | None, root: str | Path | None = None) -> list[str]:
-    """``overrides`` with ``runs_dir`` made absolute (added as the default ``results/runs`` when
-    absent), so that the run store is found from any working directory."""
+def runs_override(overrides: list[str] | None, root: str | Path | None = None, profile: str = "demo") -> list[str]:
+    """``overrides`` with ``runs_dir`` made absolute (added as ``profile``'s run store when absent:
+    ``results/runs``, ``results/ferplus_cpu/runs`` for ``ferplus-cpu``), so that the run store is found
+    from any working directory."""
     out = list(overrides or [])
     for i, o in enumerate(out):
         if o.startswith("runs_dir="):
             out[i] = f"runs_dir={at_root(o.split('=', 1)[1], root)}"
             return out
-    return out + [f"runs_dir={at_root('results/runs', root)}"]
+    from fer_study.config import PROFILES
+
+    default = PROFILES[profile]().runs_dir if profile in PROFILES else "results/runs"
+    return out + [f"runs_dir={at_root(default, root)}"]
 
 
 def scratch_dir(root: str | Path | None = None) -> Path:

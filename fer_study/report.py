@@ -276,7 +276,8 @@ def build_table(table: str, profile: str, seeds: object = None,
              f"baseline, over matched seeds; significant only with >= {MIN_SEEDS} seeds and an interval excluding "
              "0 (a difference that should survive a re-run with other seeds). Per-seed exact McNemar p-values "
              "for information: they count test images only."]
-    notes += list(spec.notes)
+    # a note about the SynthFER-only oracle row only where that row is in the table
+    notes += [n for n in spec.notes if "oracle" in res or not n.startswith("oracle")]
     unverified = sorted({r for v in res.values() for r in v.unverified})
     if unverified:
         notes.append(f"Inputs unverified: {len(unverified)} run(s) were trained before fer-study recorded the "

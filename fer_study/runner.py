@@ -12,7 +12,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
@@ -272,7 +272,8 @@ def run_grid(table: str, profile: str, seeds: list[int], overrides: list[str] | 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as ex:
         futures = [ex.submit(work, item, k) for k, item in enumerate(pending)]
-        for n_done, f in enumerate(futures, 1):
+        # as they finish (not in submission order): the log and the manifest show a finished run at once
+        for n_done, f in enumerate(as_completed(futures), 1):
             i, job, entry, ok, dt, where = f.result()
             entry.state = "done" if ok else "failed"
             store.write_manifest(manifest)

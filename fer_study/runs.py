@@ -61,6 +61,9 @@ FAILED_LOG = "failed.log"
 EXECUTED_NOTEBOOK = "01_train.executed.ipynb"
 MANIFESTS = "manifests"
 
+#: The small text files of a finished run that are worth keeping in a repository (no weights).
+RECORD_FILES = (CONFIG, ENV, INPUTS, METRICS, HISTORY, PREDICTIONS)
+
 #: Run states, as shown by ``fer-study run --dry-run`` and recorded in manifests.
 STATES = ("finished", "incomplete", "partial", "failed", "absent")
 
@@ -295,6 +298,24 @@ class RunStore:
         m.runs_dir = m.runs_dir or str(self.root)
         write_json(m.path, m.to_dict())
         return m.path
+
+    def export_records(self, dest: str | Path, profile: str) -> list[str]:
+        """Copy the :data:`RECORD_FILES` of every finished run that ``profile``'s manifests list, and
+        those manifests, to ``dest`` (``dest/<run-id>/``, ``dest/manifests/``): what a run store's
+        results are, without its weights, for committing beside a table. Returns the run ids copied."""
+        dest = Path(dest)
+        copied: list[str] = []
+        for m in self.manifests(profile):
+            write_json(dest / MANIFESTS / m.path.name if m.path else dest / MANIFESTS / "manifest.json", m.to_dict())
+            for r in m.runs:
+                run = self.run(r.run_id)
+                if r.run_id in copied or not run.is_finished():
+                    continue
+                for name in RECORD_FILES:
+                    if run.file(name).is_file():
+                        write_text(dest / r.run_id / name, run.file(name).read_text())
+                copied.append(r.run_id)
+        return copied
 
     def manifests(self, profile: str | None = None) -> list[Manifest]:
         """All manifests (of ``profile``), newest first."""

@@ -125,6 +125,15 @@ def report(profile: str, seeds: list[int] | None = None, overrides: list[str] | 
         log(f"[{k}/{len(names)}] {name}")
         p = params if name != FIGURES["explore"].notebook else {"profile": profile, "overrides": params["overrides"]}
         ok &= run_notebook(name, p, log=log, output=None if nb_dir is None else nb_dir / f"{name}.ipynb")
+    if nb_dir is not None:  # the runs' results beside the tables (the run store itself is not committed)
+        from fer_study.paths import runs_override
+        from fer_study.report import store_for
+
+        store = store_for(profile, runs_override(overrides, None, profile))
+        records = nb_dir.parent / "run_records"
+        ids = store.export_records(records, profile)
+        log(f"run records: {len(ids)} finished runs' config, env, inputs, metrics, history and predictions -> "
+            f"{os.path.relpath(records, project_root())}")
     tables = [t.name.removeprefix("table") for t in TABLES.values() if t.notebook in names]
     numbers = tables[0] if len(tables) == 1 else "{" + ",".join(tables) + "}"
     where = os.path.relpath(output_dir("tables", True, profile=profile), project_root())

@@ -171,3 +171,27 @@ def test_bad_sr_pair_settings_are_clear_errors(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "fer_study.cli", "sr", "eval", "--folder", str(tmp_path), "--lr-size",
                         "24", "--holdout", "0"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "--holdout 0" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_records_keep_a_stores_results_without_weights(tmp_path: Path) -> None:
+    """The report of a profile with its own outputs copies each finished run's small files (config, env,
+    inputs, metrics, history, predictions) and the manifests beside the table; weights stay behind."""
+    from fer_study.runs import RECORD_FILES, Manifest, PlannedRun, RunStore
+
+    store = RunStore(tmp_path / "runs")
+    done, partial = store.run("r-done"), store.run("r-partial")
+    for run in (done, partial):
+        run.path.mkdir(parents=True)
+        for name in RECORD_FILES:
+            (run.path / name).write_text(f"{run.run_id} {name}")
+    (done.path / "model_best.pt").write_bytes(b"weights")
+    partial.file("metrics.json").unlink()  # not finished: no metrics
+    store.write_manifest(Manifest("table2", "ferplus-cpu", [0], [], runs=[PlannedRun("r-done", 0, ["table2:a"]),
+                                                                             PlannedRun("r-partial", 1, ["table2:a"])]))
+    store.write_manifest(Manifest("table2", "demo", [0], [], runs=[PlannedRun("r-demo", 0, ["table2:a"])]))
+    out = tmp_path / "records"
+    assert store.export_records(out, "ferplus-cpu") == ["r-done"]
+    assert sorted(p.name for p in (out / "r-done").iterdir()) == sorted(RECORD_FILES)
+    assert (out / "r-done" / "metrics.json").read_text() == "r-done metrics.json"
+    assert not (out / "r-partial").exists() and not list(out.rglob("*.pt"))
+    assert len(list((out / "manifests").glob("*.json"))) == 1  # the demo's manifest is not this profile's

@@ -288,6 +288,8 @@ def test_scratch_and_publish_locations(tmp_path, monkeypatch):
     assert output_dir("figures") == tmp_path / "figures"
     assert runs_override([]) == [f"runs_dir={ROOT / 'results' / 'runs'}"]
     assert runs_override(["runs_dir=x", "epochs=1"]) == [f"runs_dir={ROOT / 'x'}", "epochs=1"]
+    # each profile's own store (the ferplus-cpu runs are not in results/runs)
+    assert runs_override([], profile="ferplus-cpu") == [f"runs_dir={ROOT / 'results' / 'ferplus_cpu' / 'runs'}"]
     assert at_root("/abs") == Path("/abs")
     from fer_study.config import make_config
 
