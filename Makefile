@@ -43,6 +43,7 @@ ferplus-cpu: $(STAMP)  ## Table 2 on real FERPlus, CPU scale (FERPLUS_ROOT=...; 
 	  --holdout 0 --steps 1500 --batch-size 32 --out $(FERPLUS_SR)
 	$(BIN)/fer-study sr eval --folder $(FERPLUS_ROOT)/FER2013Test --lr-size 24 --holdout 1 \
 	  --model facesr=$(FERPLUS_SR) --out results/ferplus_cpu/sr_eval
+	$(BIN)/fer-study sr cache --profile ferplus-cpu --set ferplus_root=$(FERPLUS_ROOT)  # once, before two workers need it
 	$(BIN)/fer-study run table2 --profile ferplus-cpu --seeds 0 1 2 --executor workers --jobs 2 \
 	  --set ferplus_root=$(FERPLUS_ROOT)
 	$(BIN)/fer-study report --profile ferplus-cpu
