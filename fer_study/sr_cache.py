@@ -22,14 +22,22 @@ reason; so is a partial entry whose .npy is shorter than its header says. A part
 otherwise resumed from ``done`` (the images before it are trusted: the checksum covers them once the
 build finishes). Entries finished before checksums existed are checked for size and get their
 checksum on first read.
+
+Concurrency: checking, building and finishing an entry happen under an exclusive ``fcntl`` lock on
+``<key>.lock``, so two processes that need the same entry (``--executor workers --jobs 2``, DDP ranks
+on one file system) never write it at once: the second waits, then finds it finished and only reads
+it. Where ``fcntl`` is missing (Windows) there is no lock; build the cache first
+(``fer-study sr cache``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -145,6 +153,23 @@ def _read_meta(meta_p: Path) -> tuple[Any, str | None]:
         return None, f"unreadable json {meta_p} ({type(e).__name__}: {e})"
 
 
+@contextlib.contextmanager
+def entry_lock(path: Path) -> Iterator[None]:
+    """An exclusive inter-process lock held while an entry is checked or built (see the module
+    docstring); a no-op where ``fcntl`` is not available."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def build_sr_cache(images: np.ndarray, sr: SuperResolver, cache_dir: str | Path, batch_size: int = 32,
                    device: str | torch.device = "cpu", stop_after: int | None = None,
                    progress: bool = True, label: str = "") -> tuple[np.ndarray, dict]:
@@ -160,45 +185,46 @@ def build_sr_cache(images: np.ndarray, sr: SuperResolver, cache_dir: str | Path,
     npy, meta_p = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
     n, c = x.shape[0], sr.output_channels(x.shape[1])
     shape = (n, c, sr.out_size, sr.out_size)
-    meta = None
-    if meta_p.exists() and npy.exists():
-        meta, why = _read_meta(meta_p)
-        why = why or entry_problem(npy, meta, key, shape)
-        if why is not None:
-            warnings.warn(f"SR cache entry {npy}: {why}; rebuilding it from scratch", RuntimeWarning, stacklevel=2)
-            meta = None
-            npy.unlink()  # a new file: memory maps of the old one stay valid
-        elif meta["done"] == n and "checksum" not in meta:
-            _record_checksum(npy, meta, meta_p)
-    if meta is None:
-        meta = {"key": key, "n": n, "channels": c, "size": sr.out_size, "done": 0, "label": label, **sr.identity()}
-        np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=shape).flush()
-        write_json(meta_p, meta)
-    if meta["done"] < n:
-        out = np.load(npy, mmap_mode="r+")
-        sr = sr.to(device).eval()
-        start = meta["done"]
-        bar = tqdm(total=n, initial=start, desc=f"SR cache {sr.backend} {label}".strip(), unit="img",
-                   disable=not progress)
-        prev_bench = torch.backends.cudnn.benchmark
-        torch.backends.cudnn.benchmark = torch.device(device).type == "cuda"  # fixed shapes: autotune the convs
-        try:
-            with torch.no_grad():
-                for s in range(start, n, batch_size):
-                    e = min(n, s + batch_size)
-                    xb = torch.from_numpy(np.ascontiguousarray(x[s:e])).to(device)
-                    yb = sr(xb)
-                    out[s:e] = (yb * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
-                    out.flush()
-                    meta["done"] = e
-                    write_json(meta_p, meta)
-                    bar.update(e - s)
-                    if stop_after is not None and e >= stop_after:
-                        break
-        finally:
-            torch.backends.cudnn.benchmark = prev_bench
-        bar.close()
-        del out
-        if meta["done"] == n:
-            _record_checksum(npy, meta, meta_p)
-    return np.load(npy, mmap_mode="r"), meta
+    with entry_lock(cache_dir / f"{key}.lock"):
+        meta = None
+        if meta_p.exists() and npy.exists():
+            meta, why = _read_meta(meta_p)
+            why = why or entry_problem(npy, meta, key, shape)
+            if why is not None:
+                warnings.warn(f"SR cache entry {npy}: {why}; rebuilding it from scratch", RuntimeWarning, stacklevel=2)
+                meta = None
+                npy.unlink()  # a new file: memory maps of the old one stay valid
+            elif meta["done"] == n and "checksum" not in meta:
+                _record_checksum(npy, meta, meta_p)
+        if meta is None:
+            meta = {"key": key, "n": n, "channels": c, "size": sr.out_size, "done": 0, "label": label, **sr.identity()}
+            np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=shape).flush()
+            write_json(meta_p, meta)
+        if meta["done"] < n:
+            out = np.load(npy, mmap_mode="r+")
+            sr = sr.to(device).eval()
+            start = meta["done"]
+            bar = tqdm(total=n, initial=start, desc=f"SR cache {sr.backend} {label}".strip(), unit="img",
+                       disable=not progress)
+            prev_bench = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = torch.device(device).type == "cuda"  # fixed shapes: autotune the convs
+            try:
+                with torch.no_grad():
+                    for s in range(start, n, batch_size):
+                        e = min(n, s + batch_size)
+                        xb = torch.from_numpy(np.ascontiguousarray(x[s:e])).to(device)
+                        yb = sr(xb)
+                        out[s:e] = (yb * 255.0).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+                        out.flush()
+                        meta["done"] = e
+                        write_json(meta_p, meta)
+                        bar.update(e - s)
+                        if stop_after is not None and e >= stop_after:
+                            break
+            finally:
+                torch.backends.cudnn.benchmark = prev_bench
+            bar.close()
+            del out
+            if meta["done"] == n:
+                _record_checksum(npy, meta, meta_p)
+        return np.load(npy, mmap_mode="r"), meta

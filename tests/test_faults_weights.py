@@ -551,3 +551,40 @@ def test_killed_build_resumes_byte_identical(tmp_path, clean, seed):
         assert js["done"] < n and "checksum" not in js
     build_sr_cache(IMGS, _sr(), d, batch_size=4, progress=False)
     _assert_same(d, clean)
+
+
+def _build_slowly(d: str, calls_file: str) -> None:
+    """A worker process: builds the entry with an SR that sleeps in every batch and counts its batches."""
+    sr = _sr()
+    real = sr.forward
+
+    def slow(x: torch.Tensor) -> torch.Tensor:
+        with open(calls_file, "a") as f:
+            f.write("x")
+        time.sleep(0.05)
+        return real(x)
+
+    sr.forward = slow  # type: ignore[method-assign]
+    build_sr_cache(IMGS, sr, d, batch_size=4, progress=False)
+
+
+def test_two_processes_build_one_entry_once(tmp_path, clean):
+    """Two workers that need the same entry at once (``--executor workers --jobs 2``): the entry lock makes
+    the second wait and read the finished entry; it is built once (6 batches of 4, not 12) and equals a
+    clean build byte for byte."""
+    import multiprocessing as mp
+
+    d, calls = tmp_path / "c", tmp_path / "calls"
+    ctx = mp.get_context("spawn")  # fork after torch has run its thread pools can hang
+    procs = [ctx.Process(target=_build_slowly, args=(str(d), str(calls))) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        if p.exitcode is None:
+            p.kill()
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert calls.read_text() == "x" * 6
+    npy, js = _entry(d, clean[1])
+    assert npy.read_bytes() == clean[0]  # (the workers hash in their default chunks, not this test's small ones)
+    assert json.loads(js.read_text())["done"] == len(IMGS)
