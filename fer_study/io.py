@@ -173,44 +173,116 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ONE
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_isa_flags() -> list[str]:
-    """The vector instruction sets of this CPU that oneDNN and torch's kernels choose between
-    (AVX2, AVX-512 variants, AMX), from /proc/cpuinfo; [] where it cannot be read."""
+def _cpu_flags() -> frozenset[str]:
+    """All flags of /proc/cpuinfo's first ``flags`` line (x86 Linux); empty where it cannot be read."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return []
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    return sorted(f for f in set(flags) if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
+        return frozenset()
+    return frozenset(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
 
 
 @functools.lru_cache(maxsize=1)
-def _onednn_build() -> tuple[str | None, str]:
-    """oneDNN's version in torch's build and the highest ISA of :func:`cpu_isa_flags` (read once)."""
+def cpu_isa_flags() -> list[str]:
+    """The vector instruction sets of this CPU that oneDNN and torch's kernels choose between
+    (AVX2, AVX-512 variants, AMX), from /proc/cpuinfo; [] where it cannot be read."""
+    return sorted(f for f in _cpu_flags() if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
+
+
+#: oneDNN's x86 ISA feature bits (``cpu_isa_bit_t``) and the /proc/cpuinfo flags each needs. None: no
+#: Linux flag known here (AVX10.2, AMX-2, ACE), so the bit reads as absent: the recorded ISA can then
+#: be below oneDNN's on such a CPU, never above it.
+_ONEDNN_BIT_FLAGS: dict[str, tuple[str, ...] | None] = {
+    "sse41": ("sse4_1",), "avx": ("avx",), "avx2": ("avx2",), "avx_vnni": ("avx_vnni",),
+    "avx_vnni_2": ("avx_vnni_int8", "avx_ne_convert"),
+    "avx512_core": ("avx512f", "avx512bw", "avx512vl", "avx512dq"), "avx512_vnni": ("avx512_vnni",),
+    "avx512_bf16": ("avx512_bf16",), "avx512_fp16": ("avx512_fp16",),
+    "amx": ("amx_tile", "amx_int8", "amx_bf16"), "amx_fp16": ("amx_fp16",),
+    "avx10_2": None, "amx_2": None, "ace": None}
+
+
+def _onednn_isas() -> dict[str, frozenset[str]]:
+    """oneDNN's ISAs (``dnnl_cpu_isa_t``), each the set of its feature bits, lowest first. The bits
+    follow the public enum (sse41 = 0x1, avx = 0x3, avx2 = 0x7, avx2_vnni = 0xf, avx2_vnni_2 = 0x1f,
+    avx512_core = 0x27, avx512_core_vnni = 0x67, avx512_core_bf16 = 0xe7, avx10_1_512 = 0x1ef,
+    avx10_1_512_amx = 0xfef, avx10_1_512_amx_fp16 = 0x1fef) and, for AVX10.2, the partial order that
+    ``dnnl_set_max_cpu_isa``'s documentation states (AVX10_1_512 < AVX10_2 < AVX10_2_AMX_2,
+    AVX10_1_512_AMX_FP16 < AVX10_2_AMX_2, AVX10_2 < AVX10_2_ACE). The order is partial: avx2_vnni is
+    not below avx512_core, for one."""
+    defs = (("sse41", (), "sse41"), ("avx", ("sse41",), "avx"), ("avx2", ("avx",), "avx2"),
+            ("avx2_vnni", ("avx2",), "avx_vnni"), ("avx2_vnni_2", ("avx2_vnni",), "avx_vnni_2"),
+            ("avx512_core", ("avx2",), "avx512_core"), ("avx512_core_vnni", ("avx512_core",), "avx512_vnni"),
+            ("avx512_core_bf16", ("avx512_core_vnni",), "avx512_bf16"),
+            ("avx512_core_fp16", ("avx512_core_bf16", "avx2_vnni"), "avx512_fp16"),
+            ("avx512_core_amx", ("avx512_core_fp16",), "amx"),
+            ("avx512_core_amx_fp16", ("avx512_core_amx",), "amx_fp16"),
+            ("avx10_2_512", ("avx512_core_fp16",), "avx10_2"),
+            ("avx10_2_512_amx_2", ("avx10_2_512", "avx512_core_amx_fp16"), "amx_2"),
+            ("avx10_2_ace", ("avx10_2_512",), "ace"))
+    isas: dict[str, frozenset[str]] = {}
+    for name, below, bit in defs:
+        isas[name] = frozenset({bit}).union(*(isas[b] for b in below))
+    return isas
+
+
+#: See :func:`_onednn_isas`; the names are oneDNN's (lower case), the older of two aliases.
+ONEDNN_ISAS = _onednn_isas()
+#: ``ONEDNN_MAX_CPU_ISA``'s other spellings of the same ISAs (the AVX10 names; documented aliases).
+ONEDNN_ISA_ALIASES = {"avx10_1_512": "avx512_core_fp16", "avx10_1_512_amx": "avx512_core_amx",
+                      "avx10_1_512_amx_fp16": "avx512_core_amx_fp16", "avx10_2": "avx10_2_512",
+                      "avx10_2_amx_2": "avx10_2_512_amx_2"}
+#: Dispatched only when a cap names them ("initial support"); DEFAULT leaves them out, and so does ALL
+#: here (no /proc/cpuinfo flag for them is known anyway, :data:`_ONEDNN_BIT_FLAGS`).
+ONEDNN_OPT_IN = ("avx10_2_512", "avx10_2_512_amx_2", "avx10_2_ace")
+#: The order oneDNN tries ISAs in, best first (``get_isa_info_t``'s ``mayiuse`` chain): the dispatch ISA
+#: is the first that the CPU has and the cap allows.
+ONEDNN_DISPATCH_ORDER = ("avx10_2_ace", "avx10_2_512_amx_2", "avx512_core_amx_fp16", "avx512_core_amx",
+                         "avx10_2_512", "avx512_core_fp16", "avx512_core_bf16", "avx512_core_vnni",
+                         "avx512_core", "avx2_vnni_2", "avx2_vnni", "avx2", "avx", "sse41")
+
+
+def onednn_dispatch_isa(cap: str | None, flags: frozenset[str] | set[str]) -> tuple[str | None, str | None]:
+    """The ISA oneDNN dispatches to on a CPU with these /proc/cpuinfo ``flags`` under the
+    ``ONEDNN_MAX_CPU_ISA`` value ``cap`` (None, DEFAULT or ALL: no cap), as oneDNN's ``mayiuse`` decides
+    it: the first ISA of :data:`ONEDNN_DISPATCH_ORDER` whose feature bits the CPU has and are all within
+    the cap's. Returns (isa, None), or (None, why) where it cannot be told: a cap oneDNN does not
+    document (never the CPU's best instead), or a CPU with none of these ISAs."""
+    has = {bit for bit, need in _ONEDNN_BIT_FLAGS.items() if need is not None and all(f in flags for f in need)}
+    if cap is None or cap.strip().upper() in ("", "DEFAULT", "ALL"):
+        allowed = frozenset().union(*(bits for name, bits in ONEDNN_ISAS.items() if name not in ONEDNN_OPT_IN))
+    else:
+        name = cap.strip().lower()
+        name = ONEDNN_ISA_ALIASES.get(name, name)
+        if name not in ONEDNN_ISAS:
+            return None, f"unknown cap {cap}"
+        allowed = ONEDNN_ISAS[name]
+    for name in ONEDNN_DISPATCH_ORDER:
+        if ONEDNN_ISAS[name] <= allowed and ONEDNN_ISAS[name] <= has:
+            return name, None
+    return None, "no oneDNN x86 ISA in /proc/cpuinfo's flags"
+
+
+@functools.lru_cache(maxsize=1)
+def _onednn_version() -> str | None:
+    """oneDNN's version in torch's build (read once)."""
     import re
 
     import torch
 
     m = re.search(r"MKL-DNN v([0-9.]+)", torch.__config__.show())
-    flags = cpu_isa_flags()
-    isa = ("avx512_core_amx" if "amx_tile" in flags else "avx512_core_bf16" if "avx512_bf16" in flags else
-           "avx512_core_vnni" if "avx512_vnni" in flags else "avx512_core" if "avx512f" in flags else
-           "avx2" if "avx2" in flags else "sse41/other")
-    return (m.group(1) if m else None), isa
+    return m.group(1) if m else None
 
 
 def onednn_info() -> dict[str, Any]:
-    """oneDNN's version (torch's build) and the ISA it dispatches to: the highest of
-    :func:`cpu_isa_flags` unless ``ONEDNN_MAX_CPU_ISA`` caps it."""
+    """oneDNN's version (torch's build) and the ISA it dispatches to (:func:`onednn_dispatch_isa`): the
+    best of this CPU's, or the best at or below ``ONEDNN_MAX_CPU_ISA`` (``DNNL_MAX_CPU_ISA``) where one
+    caps it; None, with ``dispatch_isa_note`` saying why, where the cap is a name oneDNN does not know."""
     import torch
 
-    version, isa = _onednn_build()
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
-    order = ["sse41/other", "avx2", "avx512_core", "avx512_core_vnni", "avx512_core_bf16", "avx512_core_amx"]
-    if cap and cap.lower() in order and order.index(cap.lower()) < order.index(isa):
-        isa = cap.lower()  # the cap wins (a run made to look like an older machine's)
-    return {"version": version, "enabled": torch.backends.mkldnn.is_available(),
-            "dispatch_isa": isa, "max_cpu_isa_env": cap}
+    isa, note = onednn_dispatch_isa(cap, _cpu_flags())
+    return {"version": _onednn_version(), "enabled": torch.backends.mkldnn.is_available(),
+            "dispatch_isa": isa, "dispatch_isa_note": note, "max_cpu_isa_env": cap}
 
 
 def environment(device: Any = None) -> dict[str, Any]:

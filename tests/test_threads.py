@@ -51,15 +51,67 @@ def test_one_and_two_threads_agree_within_tolerance(data, tmp_path):
     assert abs(out[1]["test_acc"] - out[2]["test_acc"]) * 100 <= THREAD_TOLERANCE, out
 
 
-def test_env_json_reports_a_capped_onednn_isa(monkeypatch):
-    """ONEDNN_MAX_CPU_ISA=AVX2 (how a run is made to follow an older machine's kernels) is what env.json
-    reports as the dispatch ISA, not the CPU's highest."""
-    from fer_study.io import cpu_isa_flags, onednn_info
+#: This machine (AMD EPYC): avx512f/bw/vl/dq, avx512_vnni and avx512_bf16, but no avx_vnni, avx512_fp16 or AMX.
+EPYC_BF16 = {"sse4_1", "avx", "avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"}
 
+
+@pytest.mark.parametrize(("cap", "expected"), [
+    ("SSE41", "sse41"), ("AVX", "avx"), ("AVX2", "avx2"),
+    ("AVX2_VNNI", "avx2"),  # no avx_vnni on this CPU, and avx512_core is not below AVX2_VNNI
+    ("avx512_core_vnni", "avx512_core_vnni"), ("AVX512_CORE_AMX", "avx512_core_bf16"),  # the CPU's best
+    ("NOT_AN_ISA", None)])
+def test_env_json_reports_a_capped_onednn_isa(monkeypatch, cap, expected):
+    """ONEDNN_MAX_CPU_ISA (how a run is made to follow an older machine's kernels) is what env.json
+    reports as the dispatch ISA when it is below the CPU's best; a cap oneDNN does not know is recorded
+    as given, with no dispatch ISA, never as the CPU's highest."""
+    import fer_study.io as io
+
+    flags = io._cpu_flags()
+    if not EPYC_BF16 <= flags or {"avx_vnni", "avx512_fp16", "amx_tile"} & flags:
+        pytest.skip("expected values are for a CPU with AVX-512 BF16 but no AVX-VNNI, FP16 or AMX")
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    top = onednn_info()["dispatch_isa"]
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    info = onednn_info()
-    assert info["max_cpu_isa_env"] == "AVX2"
-    assert info["dispatch_isa"] == ("avx2" if "avx2" in cpu_isa_flags() and top != "sse41/other" else top)
+    assert io.onednn_info()["dispatch_isa"] == "avx512_core_bf16"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    info = io.onednn_info()
+    assert info["max_cpu_isa_env"] == cap
+    assert info["dispatch_isa"] == expected
+    assert info["dispatch_isa_note"] == (None if expected else f"unknown cap {cap}")
+
+
+def test_dnnl_max_cpu_isa_is_read_when_onednn_s_is_unset(monkeypatch):
+    from fer_study.io import onednn_info
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "SSE41")
+    assert onednn_info()["dispatch_isa"] in ("sse41", None)  # None: no SSE4.1 (not x86)
+    assert onednn_info()["max_cpu_isa_env"] == "SSE41"
+
+
+def test_onednn_isa_bits_are_the_public_enum_values():
+    """The feature sets of :data:`fer_study.io.ONEDNN_ISAS` are ``dnnl_cpu_isa_t``'s bit masks (oneDNN's
+    dnnl_types.h), bit i the i-th of oneDNN's ``cpu_isa_bit_t``."""
+    from fer_study.io import ONEDNN_ISAS
+
+    bit = {b: 1 << i for i, b in enumerate(("sse41", "avx", "avx2", "avx_vnni", "avx_vnni_2", "avx512_core",
+                                            "avx512_vnni", "avx512_bf16", "avx512_fp16"))}
+    bit["amx"] = 0xE00  # amx_tile | amx_int8 | amx_bf16
+    bit["amx_fp16"] = 0x1000
+    public = {"sse41": 0x1, "avx": 0x3, "avx2": 0x7, "avx2_vnni": 0xF, "avx2_vnni_2": 0x1F, "avx512_core": 0x27,
+              "avx512_core_vnni": 0x67, "avx512_core_bf16": 0xE7, "avx512_core_fp16": 0x1EF,
+              "avx512_core_amx": 0xFEF, "avx512_core_amx_fp16": 0x1FEF}
+    assert {name: sum(bit[b] for b in ONEDNN_ISAS[name]) for name in public} == public
+
+
+@pytest.mark.parametrize(("cap", "flags", "expected"), [
+    (None, {"sse4_1", "avx", "avx2", "avx_vnni"}, "avx2_vnni"),  # Alder Lake: no AVX-512
+    ("AVX2_VNNI", EPYC_BF16 | {"avx_vnni"}, "avx2_vnni"),  # Zen 5: AVX-VNNI and AVX-512
+    (None, EPYC_BF16 | {"avx_vnni"}, "avx512_core_bf16"),
+    ("AVX10_1_512", EPYC_BF16 | {"avx_vnni", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16"},
+     "avx512_core_fp16"),  # Sapphire Rapids capped below AMX
+    ("ALL", EPYC_BF16 | {"avx_vnni", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16"}, "avx512_core_amx"),
+    ("AVX2", set(), None)])  # not x86
+def test_onednn_dispatch_isa_on_other_cpus(cap, flags, expected):
+    from fer_study.io import onednn_dispatch_isa
+
+    assert onednn_dispatch_isa(cap, frozenset(flags))[0] == expected
