@@ -94,13 +94,18 @@ def split_pairs(n: int, holdout: float = 0.15, seed: int = 0) -> tuple[np.ndarra
 
 def train_facesr(lr: np.ndarray, hr: np.ndarray, out: str | Path, steps: int = 400, batch_size: int = 16,
                  patch: int = 24, lr_rate: float = 1e-3, seed: int = 0, nf: int = 32, blocks: int = 4,
-                 device: str = "cpu", progress: bool = True, source: str | None = None) -> dict:
+                 device: str = "cpu", progress: bool = True, source: str | None = None,
+                 holdout: float | None = None, n_pairs: int | None = None) -> dict:
     """L1 training on random aligned patches; writes a facesr checkpoint to ``out`` (with ``source``,
-    what the pairs came from, in its metadata)."""
+    what the pairs came from, in its metadata). ``holdout`` and ``n_pairs`` (all pairs, before
+    :func:`split_pairs` held some out) only word the error when no pair is left to train on."""
     from fer_study.errors import ConfigError
 
     if len(lr) == 0:
-        raise ConfigError("no training pairs (holdout=1 holds every pair out)")
+        if holdout is not None and n_pairs is not None:
+            raise ConfigError(f"no training pairs left: holdout={holdout} holds out {n_pairs - len(lr)} of "
+                              f"{n_pairs} pairs")
+        raise ConfigError("no training pairs left: 0 pairs given (a holdout near 1 can hold every pair out)")
     if patch > lr.shape[-1]:
         raise ConfigError(f"patch={patch}: larger than the {lr.shape[-1]} px low-resolution images")
     scale = hr.shape[-1] // lr.shape[-1]

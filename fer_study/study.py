@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from fer_study.errors import ConfigError
 from fer_study.io import environment, write_json, write_text
 from fer_study.notebooks import run_notebook
 from fer_study.tables import DATA_NOTEBOOK, FIGURES, TABLES, report_notebooks
@@ -26,8 +27,6 @@ def _pairs(data: str | None, folder: str | None, scale: int, lr_size: int = 48):
 
     if folder is None:
         if lr_size != 48:
-            from fer_study.errors import ConfigError
-
             raise ConfigError(f"--lr-size {lr_size}: SynthFER's low-resolution faces are 48 px (--folder for others)")
         return synthfer_pairs(data, 48 * scale)
     return folder_pairs(folder, lr_size=lr_size, scale=scale)
@@ -46,7 +45,8 @@ def sr_train(out: str | Path, data: str | None = DEMO_SYNTHFER, folder: str | No
     lr, hr = _pairs(data, folder, scale, lr_size)
     tr, _ = split_pairs(len(lr), holdout, seed)
     info = train_facesr(lr[tr], hr[tr], Path(out), steps=steps, batch_size=batch_size, seed=seed, nf=nf,
-                        blocks=blocks, patch=min(24, lr_size), source=str(folder or data))
+                        blocks=blocks, patch=min(24, lr_size), source=str(folder or data), holdout=holdout,
+                        n_pairs=len(lr))
     return info
 
 
@@ -59,6 +59,10 @@ def sr_eval(models: list[str], out: str | Path | None = None, data: str | None =
     from fer_study.sr_train import check_holdout, evaluate_sr, split_pairs
 
     check_holdout(holdout, "eval")
+    for spec in models:  # before the folder is read
+        w = spec.partition("=")[2]
+        if w and not Path(w).is_file():
+            raise ConfigError(f"--model {spec}: weights file {w} not found")
     lr, hr = _pairs(data, folder, scale, lr_size)
     _, ho = split_pairs(len(lr), holdout, seed)
     size = hr.shape[-1]

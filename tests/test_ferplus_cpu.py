@@ -31,6 +31,16 @@ def test_the_profile_resolves_to_real_ferplus_with_its_stand_ins_and_own_run_sto
     assert make_config("demo").runs_dir == "results/runs"
 
 
+def test_the_stand_ins_are_the_demo_s_tiny_swins_under_their_own_names() -> None:
+    """cpu_swin_s / cpu_swin_b are tiny_swin_s / tiny_swin_b (one definition: they cannot drift apart),
+    with the parameter counts their runs were trained with (backbone alone, 48 px input)."""
+    from fer_study.models.backbones import BACKBONES, build_backbone, count_parameters
+
+    assert BACKBONES["cpu_swin_s"] == BACKBONES["tiny_swin_s"] and BACKBONES["cpu_swin_b"] == BACKBONES["tiny_swin_b"]
+    counts = {n: count_parameters(build_backbone(n, img_size=48).model) for n in ("cpu_swin_s", "cpu_swin_b")}
+    assert counts == {"cpu_swin_s": 533_166, "cpu_swin_b": 940_264}
+
+
 def test_the_grid_is_table2_settings_a_to_e_times_three_seeds() -> None:
     jobs = plan("all", "ferplus-cpu", [0, 1, 2], ["ferplus_root=/nowhere/ferplus"])
     assert [t.name for t in tables_for("all", "ferplus-cpu")] == ["table2"]
@@ -57,7 +67,8 @@ def test_dry_run_plans_the_grid_from_the_command_line(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     ids = [line for line in r.stdout.splitlines() if "ferplus-cpu_swin_" in line]
     assert len(ids) == 15, r.stdout
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("metrics.json"))
+    assert "no manifest written" in r.stdout
+    assert list(tmp_path.rglob("*")) == []  # no run directory, no manifest: nothing under runs_dir (or the root)
 
 
 def test_reports_publish_to_their_own_folder_and_figure_name() -> None:
@@ -84,6 +95,16 @@ def test_sr_pairs_from_48px_faces_learn_24_to_48(tmp_path: Path) -> None:
     assert len(tr) == 0 and len(ho) == 5
     with pytest.raises(ValueError, match="holdout=1.5"):
         split_pairs(5, 1.5)
+    tr, ho = split_pairs(5, 0.99)  # rounds to every pair held out, though below 1
+    assert len(tr) == 0 and len(ho) == 5
+    from fer_study.errors import ConfigError
+    from fer_study.sr_train import train_facesr
+
+    with pytest.raises(ConfigError, match=r"no training pairs left: holdout=0.99 holds out 5 of 5 pairs"):
+        train_facesr(lr[tr], hr[tr], tmp_path / "x.pt", holdout=0.99, n_pairs=len(lr), progress=False)
+    with pytest.raises(ConfigError, match="no training pairs left: 0 pairs given"):
+        train_facesr(lr[tr], hr[tr], tmp_path / "x.pt", progress=False)
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_a_miniature_resizer_run_trains_on_real_ferplus(ferplus_root: Path, tmp_path: Path) -> None:
@@ -135,6 +156,34 @@ def test_a_parallel_grid_starts_its_longest_runs_first(tmp_path: Path) -> None:
     assert started == [f"table2:{k}" for k in "abcde"]  # one worker: plan order
 
 
+def test_two_workers_start_the_two_costliest_runs_first(tmp_path: Path) -> None:
+    """``run_grid(jobs=2)`` itself (not only :func:`longest_first`) hands its two workers the two
+    costliest runs first: setting (e) and one of the LTR settings (b, d), not plan order's (a, b)."""
+    import threading
+
+    from fer_study.runner import relative_cost, run_grid
+
+    over = [f"ferplus_root={tmp_path}", f"runs_dir={tmp_path / 'runs'}"]
+    started: list[str] = []
+    lock = threading.Lock()
+    both_started = threading.Barrier(2)
+
+    def fake(job, env):  # records the start order; trains nothing
+        with lock:
+            started.append(job.labels[0])
+            n = len(started)
+        if n <= 2:  # the first two wait for each other: no third run starts before both are recorded
+            both_started.wait(timeout=30)
+        return False, str(tmp_path)
+
+    summary = run_grid("table2", "ferplus-cpu", [0], over, jobs=2, log=lambda *_: None, train=fake)
+    assert sorted(started) == [f"table2:{k}" for k in "abcde"] and len(summary["failed"]) == 5
+    first_two = set(started[:2])
+    assert "table2:e" in first_two and first_two - {"table2:e"} <= {"table2:b", "table2:d"}, started
+    cost = {j.labels[0]: relative_cost(j.config) for j in plan("table2", "ferplus-cpu", [0], over)}
+    assert min(cost[k] for k in first_two) >= max(cost[k] for k in started[2:])
+
+
 def test_the_profile_refuses_tables_it_is_not_sized_for() -> None:
     from fer_study.errors import ConfigError
 
@@ -171,6 +220,11 @@ def test_bad_sr_pair_settings_are_clear_errors(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "fer_study.cli", "sr", "eval", "--folder", str(tmp_path), "--lr-size",
                         "24", "--holdout", "0"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "--holdout 0" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "fer_study.cli", "sr", "eval", "--folder", str(tmp_path / "missing"),
+                        "--lr-size", "24", "--holdout", "1", "--model", f"facesr={tmp_path / 'no.pt'}"],
+                       capture_output=True, text=True, cwd=ROOT)  # the weights are checked before the folder
+    assert r.returncode == 2 and "weights file" in r.stderr and "no.pt not found" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_run_records_keep_a_stores_results_without_weights(tmp_path: Path) -> None:
