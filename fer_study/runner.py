@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import sys
 import threading
@@ -256,22 +257,30 @@ def run_grid(table: str, profile: str, seeds: list[int], overrides: list[str] | 
         pending = longest_first(pending)
     threads = max(1, (os.cpu_count() or 1) // workers)
     execute = train or _train_in_notebook
+    free: queue.Queue[str] = queue.Queue()  # one device per worker: a run takes a free one, gives it back
+    for d in devices or []:
+        free.put(d)
 
-    def work(item: tuple[int, Job, PlannedRun], slot: int) -> tuple[int, Job, PlannedRun, bool, float, str]:
+    def work(item: tuple[int, Job, PlannedRun]) -> tuple[int, Job, PlannedRun, bool, float, str]:
         i, job, entry = item
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if devices:
-            job.config.device = devices[slot % len(devices)]
-        elif workers > 1:
-            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        log(f"[{i}/{len(todo)}] start {job.run_id}  <- {', '.join(job.labels)}")
-        t = time.perf_counter()
-        ok, where = execute(job, env)
-        return i, job, entry, ok, time.perf_counter() - t, where
+        device = free.get() if devices else None
+        try:
+            if device is not None:
+                job.config.device = device
+            elif workers > 1:
+                env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+            log(f"[{i}/{len(todo)}] start {job.run_id}{f' on {device}' if device else ''}  <- {', '.join(job.labels)}")
+            t = time.perf_counter()
+            ok, where = execute(job, env)
+            return i, job, entry, ok, time.perf_counter() - t, where
+        finally:
+            if device is not None:
+                free.put(device)
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as ex:
-        futures = [ex.submit(work, item, k) for k, item in enumerate(pending)]
+        futures = [ex.submit(work, item) for item in pending]
         # as they finish (not in submission order): the log and the manifest show a finished run at once
         for n_done, f in enumerate(as_completed(futures), 1):
             i, job, entry, ok, dt, where = f.result()

@@ -196,3 +196,35 @@ def test_notebook_training_under_a_scratch_folder_never_writes_the_run_store(tmp
     assert train_config("demo", {"runs_dir": str(tmp_path / "mine")}).runs_dir == str(tmp_path / "mine")
     monkeypatch.delenv("FER_STUDY_SCRATCH")
     assert Path(train_config("demo", {"epochs": 1}).runs_dir).resolve() == (ROOT / "results" / "runs").resolve()
+
+
+def test_gpu_workers_never_share_a_device(tmp_path):
+    """``--devices cuda:0 cuda:1``: a run takes a device that is free, not the device of its submission
+    slot. Here the runs on one device finish at once and the other's run is slow; with slot-based
+    assignment the third run would join the busy device."""
+    import threading
+    import time
+
+    from fer_study.runner import run_grid
+
+    over = [f"runs_dir={tmp_path / 'runs'}"]
+    busy: dict[str, int] = {}
+    overlaps: list[str] = []
+    lock = threading.Lock()
+    slow_taken = threading.Event()
+
+    def fake(job, env):  # trains nothing; the first run to start holds its device for 0.5 s
+        d = job.config.device
+        with lock:
+            busy[d] = busy.get(d, 0) + 1
+            if busy[d] > 1:
+                overlaps.append(f"{job.run_id} on {d}")
+            slow = not slow_taken.is_set()
+            slow_taken.set()
+        time.sleep(0.5 if slow else 0.01)
+        with lock:
+            busy[d] -= 1
+        return False, str(tmp_path)
+
+    summary = run_grid("table2", "demo", [0], over, devices=["cuda:0", "cuda:1"], log=lambda *_: None, train=fake)
+    assert len(summary["failed"]) == 6 and not overlaps, overlaps
