@@ -38,15 +38,19 @@ bench: $(STAMP)  ## CPU benchmark (results/bench/)
 FERPLUS_ROOT ?= ../shared/data/ferplus
 FERPLUS_SR   := cache/facesr/facesr_ferplus.pt
 
-ferplus-cpu: $(STAMP)  ## Table 2 on real FERPlus, CPU scale (FERPLUS_ROOT=...; hours on 2 cores; re-run resumes)
-	test -f $(FERPLUS_SR) || $(BIN)/fer-study sr train --folder $(FERPLUS_ROOT)/FER2013Train --lr-size 24 \
-	  --holdout 0 --steps 1500 --batch-size 32 --out $(FERPLUS_SR)
-	$(BIN)/fer-study sr eval --folder $(FERPLUS_ROOT)/FER2013Test --lr-size 24 --holdout 1 \
-	  --model facesr=$(FERPLUS_SR) --out results/ferplus_cpu/sr_eval
+ferplus-cpu: $(STAMP) results/ferplus_cpu/sr_eval.json  ## Table 2 on real FERPlus, CPU scale (FERPLUS_ROOT=...; hours on 2 cores; re-run resumes)
 	$(BIN)/fer-study sr cache --profile ferplus-cpu --set ferplus_root=$(FERPLUS_ROOT)  # once, before two workers need it
 	$(BIN)/fer-study run table2 --profile ferplus-cpu --seeds 0 1 2 --executor workers --jobs 2 \
 	  --set ferplus_root=$(FERPLUS_ROOT)
 	$(BIN)/fer-study report --profile ferplus-cpu
+
+$(FERPLUS_SR): | $(STAMP)  # facesr self-supervised on the FERPlus training faces (24 -> 48)
+	$(BIN)/fer-study sr train --folder $(FERPLUS_ROOT)/FER2013Train --lr-size 24 --holdout 0 --steps 1500 \
+	  --batch-size 32 --out $(FERPLUS_SR)
+
+results/ferplus_cpu/sr_eval.json: $(FERPLUS_SR)  # re-evaluated only when the weights are newer
+	$(BIN)/fer-study sr eval --folder $(FERPLUS_ROOT)/FER2013Test --lr-size 24 --holdout 1 \
+	  --model facesr=$(FERPLUS_SR) --out results/ferplus_cpu/sr_eval
 
 clean-demo:  ## remove generated data, caches and run directories (never committed)
 	rm -rf data/synthfer data/synthfer_rafdb cache results/runs

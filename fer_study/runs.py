@@ -34,6 +34,7 @@ import csv
 import datetime as _dt
 import io
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -299,22 +300,36 @@ class RunStore:
         write_json(m.path, m.to_dict())
         return m.path
 
-    def export_records(self, dest: str | Path, profile: str) -> list[str]:
-        """Copy the :data:`RECORD_FILES` of every finished run that ``profile``'s manifests list, and
-        those manifests, to ``dest`` (``dest/<run-id>/``, ``dest/manifests/``): what a run store's
-        results are, without its weights, for committing beside a table. Returns the run ids copied."""
+    def export_records(self, dest: str | Path, profile: str, seeds: list[int] | None = None) -> list[str]:
+        """Copy the :data:`RECORD_FILES` of every finished run that ``profile``'s manifests list (of
+        ``seeds`` when given), and those manifests, to ``dest`` (``dest/<run-id>/``, ``dest/manifests/``):
+        what a run store's results are, without its weights, for committing beside a table. ``dest`` is
+        replaced as a whole (built beside it, then swapped in), so it never keeps the records of a run
+        that was deleted or is being retrained. Returns the run ids copied."""
         dest = Path(dest)
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
         copied: list[str] = []
         for m in self.manifests(profile):
-            write_json(dest / MANIFESTS / m.path.name if m.path else dest / MANIFESTS / "manifest.json", m.to_dict())
+            write_json(tmp / MANIFESTS / (m.path.name if m.path else "manifest.json"), m.to_dict())
             for r in m.runs:
                 run = self.run(r.run_id)
-                if r.run_id in copied or not run.is_finished():
+                if r.run_id in copied or not run.is_finished() or (seeds and r.seed not in seeds):
                     continue
                 for name in RECORD_FILES:
                     if run.file(name).is_file():
-                        write_text(dest / r.run_id / name, run.file(name).read_text())
+                        write_text(tmp / r.run_id / name, run.file(name).read_text())
                 copied.append(r.run_id)
+        tmp.mkdir(parents=True, exist_ok=True)
+        old = dest.with_name(f".{dest.name}.old")
+        if dest.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            dest.rename(old)
+        tmp.rename(dest)
+        if old.exists():
+            shutil.rmtree(old)
         return copied
 
     def manifests(self, profile: str | None = None) -> list[Manifest]:

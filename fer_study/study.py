@@ -74,10 +74,13 @@ def sr_eval(models: list[str], out: str | Path | None = None, data: str | None =
     source = "SynthFER (synthetic)" if folder is None else str(folder)
     weights = _weights_info(models)
     for spec, info in weights.items():
-        trained_on = (info.get("train") or {}).get("source")
-        if folder is not None and trained_on and Path(trained_on).resolve() == Path(folder).resolve():
-            log(f"warning: {spec} was trained on {folder} itself: only its own held-out pairs (same --holdout and "
-                "--seed) are unseen; score it on another folder (FERPlus: train on FER2013Train, eval on FER2013Test)")
+        tr = info.get("train") or {}
+        if folder is not None and tr.get("source") and Path(tr["source"]).resolve() == Path(folder).resolve():
+            # scored on its own training folder: unseen pairs only with the same split, held out at training
+            if tr.get("holdout") is None or tr["holdout"] == 0 or tr["holdout"] != holdout or tr.get("seed") != seed:
+                log(f"warning: {spec} was trained on {folder} itself (holdout {tr.get('holdout', 'not recorded')}, "
+                    f"seed {tr.get('seed')}); these held-out pairs (holdout {holdout}, seed {seed}) are not the ones "
+                    "it left out: score it on another folder (FERPlus: train on FER2013Train, eval on FER2013Test)")
     result = {"data": source, "holdout_images": int(len(ho)), "lr_size": int(lr.shape[-1]), "hr_size": int(size),
               "holdout": holdout, "seed": seed, "results": res, "models": weights, "env": environment()}
     lines = [f"SR evaluation on {len(ho)} held-out images of {source} ({lr.shape[-1]} -> {size})", "",
@@ -129,13 +132,15 @@ def report(profile: str, seeds: list[int] | None = None, overrides: list[str] | 
         log(f"[{k}/{len(names)}] {name}")
         p = params if name != FIGURES["explore"].notebook else {"profile": profile, "overrides": params["overrides"]}
         ok &= run_notebook(name, p, log=log, output=None if nb_dir is None else nb_dir / f"{name}.ipynb")
-    if nb_dir is not None:  # the runs' results beside the tables (the run store itself is not committed)
+    if nb_dir is not None and not ok:
+        log("run records not exported: a notebook failed (the committed records stay those of the last good report)")
+    elif nb_dir is not None:  # the runs' results beside the tables (the run store itself is not committed)
         from fer_study.paths import runs_override
         from fer_study.report import store_for
 
         store = store_for(profile, runs_override(overrides, None, profile))
         records = nb_dir.parent / "run_records"
-        ids = store.export_records(records, profile)
+        ids = store.export_records(records, profile, list(seeds or []))
         log(f"run records: {len(ids)} finished runs' config, env, inputs, metrics, history and predictions -> "
             f"{os.path.relpath(records, project_root())}")
     tables = [t.name.removeprefix("table") for t in TABLES.values() if t.notebook in names]

@@ -107,6 +107,27 @@ def test_sr_pairs_from_48px_faces_learn_24_to_48(tmp_path: Path) -> None:
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_scoring_facesr_on_its_training_folder_warns_unless_on_its_own_held_out_pairs(tmp_path: Path) -> None:
+    """``sr eval`` of a facesr on the folder it was trained on: silent on the very pairs training held out
+    (same holdout and seed, recorded in the weights), a warning otherwise (they include training pairs)."""
+    from fer_study.study import sr_eval, sr_train
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(faces / f"f{i}.png")
+    w = tmp_path / "fsr.pt"
+    info = sr_train(str(w), folder=str(faces), lr_size=24, holdout=0.5, seed=3, steps=2, batch_size=2, nf=4,
+                    blocks=1)
+    assert info["holdout"] == 0.5 and info["seed"] == 3
+    logs: list[str] = []
+    sr_eval([f"facesr={w}"], folder=str(faces), lr_size=24, holdout=0.5, seed=3, log=logs.append)
+    assert not [m for m in logs if m.startswith("warning")]
+    sr_eval([f"facesr={w}"], folder=str(faces), lr_size=24, holdout=1.0, log=logs.append)
+    assert [m for m in logs if m.startswith("warning") and "holdout 0.5, seed 3" in m]
+
+
 def test_a_miniature_resizer_run_trains_on_real_ferplus(ferplus_root: Path, tmp_path: Path) -> None:
     """Setting (d) (facesr 48 -> 96, LTR back to 48) on 300 real training faces, 1 epoch, with a small facesr
     trained here on 24 -> 48 pairs of real training faces; evaluated on the full valid and test splits."""
@@ -249,3 +270,8 @@ def test_run_records_keep_a_stores_results_without_weights(tmp_path: Path) -> No
     assert (out / "r-done" / "metrics.json").read_text() == "r-done metrics.json"
     assert not (out / "r-partial").exists() and not list(out.rglob("*.pt"))
     assert len(list((out / "manifests").glob("*.json"))) == 1  # the demo's manifest is not this profile's
+    assert store.export_records(out, "ferplus-cpu", seeds=[1]) == []  # r-done is seed 0
+    assert not (out / "r-done").exists()  # replaced as a whole: no record of a run the export does not list
+    done.file("metrics.json").unlink()  # e.g. retrained with --retrain-stale: unfinished again
+    assert store.export_records(out, "ferplus-cpu") == [] and not (out / "r-done").exists()
+    assert not list(tmp_path.glob(".records*"))  # no temporary folder left beside it
