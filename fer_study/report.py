@@ -257,6 +257,24 @@ def _sota(spec: TableSpec, res: dict[str, CellRuns]) -> list[dict]:
 LAYOUTS = {"pairs": _pairs, "rows": _rows, "sota": _sota}
 
 
+def _recipe_note(profile: str, overrides: list[str] | None) -> str:
+    """What a CPU-scale profile trained, read from its config with the report's overrides (not restated)."""
+    c = make_config(profile, [o for o in overrides or [] if not o.startswith("runs_dir=")])
+    maps = ", ".join(f"{k}→{v}" for k, v in PROFILE_BACKBONES[profile].items())
+    m = c.model
+    stem = {"conv": "a conv stem", "conv_wide": "a wide conv stem"}.get(m.stem, f"stem {m.stem}")
+    opt = {"adamw": "AdamW", "adam": "Adam"}.get(c.optimizer, c.optimizer)
+    train = f"{c.epochs} epochs of batch {c.batch_size} ({opt} lr {c.lr:g}, {c.schedule})"
+    sr = f"{c.sr_backend} x{m.sr_size // m.input_size} ({m.input_size}->{m.sr_size}) instead of DIC x8 (48->384)"
+    if c.dataset == "synthfer":
+        return (f"DEMO: SynthFER and CPU-sized random-init stand-ins ({maps}) with {stem} at {m.img_size} px, "
+                f"{train}; {sr}; LTR n={m.ltr_n}. These numbers say nothing about real FER accuracy.")
+    return (f"CPU SCALE: real FERPlus ({c.label_mode} labels), random-init stand-ins ({maps}) with {stem} at "
+            f"{m.img_size} px, no pretraining, {train}; {sr}, trained self-supervised on FERPlus training faces "
+            f"(24->48, weights {c.sr_weights}); LTR n={m.ltr_n}. Not a reproduction of the paper's numbers "
+            "(pretrained Swin, DIC, 100 epochs).")
+
+
 def build_table(table: str, profile: str, seeds: object = None,
                 overrides: list[str] | None = None) -> tuple[pd.DataFrame, str]:
     """Render ``table`` from its runs (see the module docstring for which runs)."""
@@ -266,7 +284,6 @@ def build_table(table: str, profile: str, seeds: object = None,
     found = sorted({s for r in res.values() for s in r.seeds})
     datasets = sorted({v.dataset for v in res.values() if v.dataset})
     df = pd.DataFrame(LAYOUTS[spec.layout](spec, res), dtype=object)  # object: cells keep their numbers (Value)
-    stand_in = ", ".join(f"{k}→{v}" for k, v in DEMO_BACKBONE.items())
     notes = [f"{table}: profile `{profile}`, seeds {seeds_l or found} (finished runs found for seeds {found}).",
              f"Our data: {', '.join(datasets) or 'no finished runs yet'}. Paper numbers: real FERPlus/RAF-DB, "
              "copied from the paper, shown beside ours, never computed here.",
@@ -283,20 +300,8 @@ def build_table(table: str, profile: str, seeds: object = None,
         notes.append(f"Inputs unverified: {len(unverified)} run(s) were trained before fer-study recorded the "
                      "fingerprints of their data and weights (inputs.json), so nothing shows they match the files "
                      f"now ({', '.join(unverified[:3])}{' ...' if len(unverified) > 3 else ''}).")
-    if PROFILE_BACKBONES.get(profile) is DEMO_BACKBONE:
-        demo = make_config("demo")
-        notes.insert(1, f"DEMO: SynthFER and CPU-sized random-init stand-ins ({stand_in}) with a conv stem "
-                        f"at 48 px, {demo.epochs} epochs of batch {demo.batch_size} (AdamW lr {demo.lr:g}, cosine); "
-                        f"facesr x2 (48->96) instead of DIC x8 (48->384); LTR n={demo.model.ltr_n}. These numbers "
-                        "say nothing about real FER accuracy.")
-    if PROFILE_BACKBONES.get(profile) is FERPLUS_CPU_BACKBONE:
-        c = make_config(profile)
-        maps = ", ".join(f"{k}→{v}" for k, v in FERPLUS_CPU_BACKBONE.items())
-        notes.insert(1, f"CPU SCALE: real FERPlus ({c.label_mode} labels), random-init stand-ins ({maps}) with a "
-                        f"wide conv stem at 48 px, no pretraining, {c.epochs} epochs of batch {c.batch_size} (AdamW "
-                        f"lr {c.lr:g}, cosine); facesr x2 (48->96) trained self-supervised on FERPlus training faces "
-                        f"(24->48) instead of DIC x8 (48->384); LTR n={c.model.ltr_n}. Not a reproduction of the "
-                        "paper's numbers (pretrained Swin, DIC, 100 epochs).")
+    if PROFILE_BACKBONES.get(profile) in (DEMO_BACKBONE, FERPLUS_CPU_BACKBONE):
+        notes.insert(1, _recipe_note(profile, overrides))
     return df, "\n".join(notes)
 
 
