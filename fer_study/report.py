@@ -33,7 +33,7 @@ from fer_study.exports import (  # noqa: F401 - the export API, re-exported for 
 from fer_study.inputs import StaleRunError, run_inputs, stale_message
 from fer_study.paths import rooted
 from fer_study.runs import Run, RunStore
-from fer_study.significance import MIN_SEEDS, TEST_NAME, compare, mcnemar  # noqa: F401 - mcnemar re-exported
+from fer_study.significance import ALPHA, MIN_SEEDS, TEST_NAME, Comparison, adjust_family, compare, mcnemar  # noqa: F401 - mcnemar re-exported
 from fer_study.tables import (
     DEMO_BACKBONE,
     FERPLUS_CPU_BACKBONE,
@@ -153,7 +153,7 @@ def _fmt(vals: list[float], seeds: list[int] | None = None) -> str:
     return Value(f"{mean:.2f} ± {std:.2f} (n={len(vals)})", fields, latex=f"{mean:.2f} ± {std:.2f}")
 
 
-def _paired(a: CellRuns, b: CellRuns) -> str:
+def _paired(a: CellRuns, b: CellRuns) -> str | _Pending:
     """``b`` against baseline ``a`` over the seeds both have (:func:`fer_study.significance.compare`:
     the accuracy difference, its two-level bootstrap interval over seeds and test images, and the
     verdict; per-seed McNemar p-values in brackets)."""
@@ -173,14 +173,34 @@ def _paired(a: CellRuns, b: CellRuns) -> str:
                            "images or labels: they cannot be compared image by image")
         ca.append(pa == ya)
         cb.append(pb == yb)
-    c = compare(ca, cb, common)
+    return _Pending(compare(ca, cb, common))
+
+
+@dataclass
+class _Pending:
+    """A comparison whose table cell waits for the table's other comparisons (Holm's adjustment)."""
+
+    c: Comparison
+
+
+def _comparison_value(c: Comparison) -> Value:
     fields: dict[str, float | int | str | None] = {
         "diff (points)": round(c.diff, 4), "CI low (points)": round(c.ci[0], 4), "CI high (points)": round(c.ci[1], 4),
-        "p (bootstrap)": round(c.p, 6), "significant": int(c.significant), "seeds": len(c.seeds),
+        "p (bootstrap)": round(c.p, 6), "p Holm": None if c.p_holm is None else round(c.p_holm, 6),
+        "significant": int(c.significant), "seeds": len(c.seeds),
         **{f"McNemar p seed {s}": round(p, 6) for s, p in zip(c.seeds, c.mcnemar_p)}}
     verdict = "*" if c.significant else ""
     return Value(f"{c.label()}; McNemar per seed p={', '.join(f'{p:.2g}' for p in c.mcnemar_p)}", fields,
                  latex=f"{c.diff:+.2f} [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}]{verdict}")
+
+
+def _finish_comparisons(recs: list[dict]) -> None:
+    """Holm-adjust a table's comparisons together (:func:`fer_study.significance.adjust_family`) and
+    write their cells."""
+    pending = [(r, k) for r in recs for k, v in r.items() if isinstance(v, _Pending)]
+    adjust_family([r[k].c for r, k in pending])
+    for r, k in pending:
+        r[k] = _comparison_value(r[k].c)
 
 
 def _pairs(spec: TableSpec, res: dict[str, CellRuns]) -> list[dict]:
@@ -283,16 +303,19 @@ def build_table(table: str, profile: str, seeds: object = None,
     res = collect(spec, profile, seeds_l, overrides)
     found = sorted({s for r in res.values() for s in r.seeds})
     datasets = sorted({v.dataset for v in res.values() if v.dataset})
-    df = pd.DataFrame(LAYOUTS[spec.layout](spec, res), dtype=object)  # object: cells keep their numbers (Value)
+    recs = LAYOUTS[spec.layout](spec, res)
+    _finish_comparisons(recs)
+    df = pd.DataFrame(recs, dtype=object)  # object: cells keep their numbers (Value)
     notes = [f"{table}: profile `{profile}`, seeds {seeds_l or found} (finished runs found for seeds {found}).",
              f"Our data: {', '.join(datasets) or 'no finished runs yet'}. Paper numbers: real FERPlus/RAF-DB, "
              "copied from the paper, shown beside ours, never computed here.",
              "Protocols: clean = model chosen on validation, deterministic transform, full test set; authors' = best "
              "test epoch under the random training transform (optimistic; the authors' code).",
              f"Significance: {TEST_NAME} of the clean-protocol accuracy difference (points) against the row's "
-             f"baseline, over matched seeds; significant only with >= {MIN_SEEDS} seeds and an interval excluding "
-             "0 (a difference that should survive a re-run with other seeds). Per-seed exact McNemar p-values "
-             "for information: they count test images only."]
+             f"baseline, over matched seeds; significant only with >= {MIN_SEEDS} seeds, an interval excluding "
+             f"0 and a Holm-adjusted p below {ALPHA:g} over the table's comparisons (so that a table's verdicts "
+             "together err at most 5 % of the time: a difference that should survive a re-run). Per-seed exact "
+             "McNemar p-values for information: they count test images only."]
     # a note about the SynthFER-only oracle row only where that row is in the table
     notes += [n for n in spec.notes if "oracle" in res or not n.startswith("oracle")]
     unverified = sorted({r for v in res.values() for r in v.unverified})

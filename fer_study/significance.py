@@ -12,9 +12,13 @@ not reproduce. Here a difference must pass two intervals, and the table shows th
   bootstrap's seed level has 10 distinct draws and cannot be wider than the seeds' range, so the
   seed-to-seed variance is judged with Student's t.
 
-A difference is called significant only with at least :data:`MIN_SEEDS` seeds and both intervals
-excluding 0; the p-value shown is the larger of the two. The per-seed exact McNemar p-values are
-reported beside it, for information.
+A difference is called significant only with at least :data:`MIN_SEEDS` seeds, both intervals
+excluding 0 and, where a table makes several comparisons, its **Holm-adjusted** p-value (Holm 1979,
+step-down over the table's comparisons against their baselines, :func:`holm`) below :data:`ALPHA`: each
+test alone errs 5 % of the time, so a table of 5 rows would call one "significant" by chance in
+about one re-run in four; Holm keeps that chance (family-wise) at 5 %. The p-value shown is the larger
+of the two tests', then Holm's. The per-seed exact McNemar p-values are reported beside it, for
+information.
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ import numpy as np
 
 #: Fewer seeds cannot say whether a difference survives a re-run.
 MIN_SEEDS = 3
+#: Family-wise error rate of a table's verdicts (Holm).
+ALPHA = 0.05
 #: Bootstrap replicates and seed of the resampling (fixed: the table is a function of the runs).
 REPLICATES = 4000
 BOOTSTRAP_SEED = 20221
 
 TEST_NAME = ("two-level paired bootstrap over seeds and test images and a t interval over per-seed differences "
-             "(95% CI: the wider of the two)")
+             "(95% CI: the wider of the two), p-values Holm-adjusted over the table's comparisons")
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
@@ -53,17 +59,41 @@ class Comparison:
     ci: tuple[float, float]  # 95 %: the wider of the bootstrap and the seed-level t interval, points
     p: float  # two-sided: the larger of the bootstrap's and the t test's
     mcnemar_p: list[float] = field(default_factory=list)  # per seed, exact McNemar
+    p_holm: float | None = None  # Holm-adjusted over the table's comparisons (None: compared alone)
+    family: int = 1  # how many comparisons that adjustment covers
 
     @property
     def significant(self) -> bool:
-        return len(self.seeds) >= MIN_SEEDS and (self.ci[0] > 0 or self.ci[1] < 0)
+        p = self.p if self.p_holm is None else self.p_holm
+        return len(self.seeds) >= MIN_SEEDS and (self.ci[0] > 0 or self.ci[1] < 0) and p < ALPHA
 
     def label(self) -> str:
-        """Table cell: difference, interval, p and the verdict."""
+        """Table cell: difference, interval, p (and Holm's) and the verdict."""
         verdict = ("significant" if self.significant else
                    f"n.s. ({len(self.seeds)} seed{'s' * (len(self.seeds) != 1)} < {MIN_SEEDS})"
                    if len(self.seeds) < MIN_SEEDS else "n.s.")
-        return f"{self.diff:+.2f} [{self.ci[0]:+.2f}, {self.ci[1]:+.2f}] p={self.p:.2g} {verdict}"
+        holm_p = "" if self.p_holm is None else f" (Holm over {self.family}: {self.p_holm:.2g})"
+        return f"{self.diff:+.2f} [{self.ci[0]:+.2f}, {self.ci[1]:+.2f}] p={self.p:.2g}{holm_p} {verdict}"
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (in the input order): the k-th smallest of m becomes
+    max over j <= k of min(1, (m - j + 1) p_(j))."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    out = [1.0] * len(ps)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+def adjust_family(comparisons: list[Comparison]) -> None:
+    """Set ``p_holm`` and ``family`` of a table's comparisons (a family of one is left unadjusted)."""
+    if len(comparisons) < 2:
+        return
+    for c, p in zip(comparisons, holm([c.p for c in comparisons])):
+        c.p_holm, c.family = p, len(comparisons)
 
 
 def compare(correct_base: list[np.ndarray], correct_setting: list[np.ndarray], seeds: list[int],

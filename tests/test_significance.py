@@ -80,3 +80,30 @@ def test_false_significance_rate_under_a_seed_effect_is_near_nominal():
             b.append(_flip(x, delta > 0, int(round(abs(delta) * n / 100)), int(rng.integers(1 << 30))))
         hits += compare(a, b, [0, 1, 2], replicates=400, rng_seed=t).significant
     assert hits / trials <= 0.1, hits
+
+
+def test_holm_adjustment_matches_the_step_down_formula():
+    """Holm (1979) by hand: sorted p 0.01, 0.02, 0.03, 0.04 of m=4 -> 0.04, 0.06, 0.06, 0.06 (monotone:
+    the third, 2 x 0.03 = 0.06, and the fourth, 1 x 0.04, take the running maximum 0.06)."""
+    from fer_study.significance import holm
+
+    assert holm([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    assert holm([0.5]) == [0.5] and holm([]) == []
+    assert holm([0.9, 0.8]) == [1.0, 1.0]  # capped at 1
+
+
+def test_a_table_of_five_does_not_call_a_lone_p_of_0_02_significant():
+    """The AVX2 re-run's Table 1 XCiT row (+1.09, p=0.021, one of five rows against their baselines)
+    was called significant and the committed run's was not: with Holm over the five, 5 x 0.021 > 0.05."""
+    from fer_study.significance import Comparison, adjust_family
+
+    rows = [Comparison([0, 1, 2], d, [d] * 3, (lo, hi), p) for d, lo, hi, p in
+            [(1.09, 0.18, 2.06, 0.021), (0.21, -3.7, 4.2, 0.84), (0.21, -2.5, 2.9, 0.78), (-1.9, -7.8, 4.0, 0.3),
+             (0.88, -2.9, 4.6, 0.42)]]
+    assert rows[0].significant  # alone
+    adjust_family(rows)
+    assert rows[0].p_holm == pytest.approx(0.105) and rows[0].family == 5 and not rows[0].significant
+    assert "Holm over 5: 0.1" in rows[0].label()
+    strong = [Comparison([0, 1, 2], 6.0, [6.0] * 3, (4.0, 8.0), 0.001)] + rows[1:]
+    adjust_family(strong)
+    assert strong[0].significant  # 5 x 0.001 stays below 0.05
