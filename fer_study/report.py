@@ -277,22 +277,25 @@ def _sota(spec: TableSpec, res: dict[str, CellRuns]) -> list[dict]:
 LAYOUTS = {"pairs": _pairs, "rows": _rows, "sota": _sota}
 
 
-def _recipe_note(profile: str, overrides: list[str] | None) -> str:
-    """What a CPU-scale profile trained, read from its config with the report's overrides (not restated)."""
-    c = make_config(profile, [o for o in overrides or [] if not o.startswith("runs_dir=")])
+def _recipe_note(profile: str, overrides: list[str] | None, res: dict[str, CellRuns] | None = None) -> str:
+    """What a CPU-scale profile trained: read from the config of a run in the table (else from the
+    profile with the report's overrides), not restated by hand."""
+    found = [r for v in (res or {}).values() for r in v.runs]
+    c = found[0].config() if found else make_config(profile, [o for o in overrides or [] if not o.startswith("runs_dir=")])
     maps = ", ".join(f"{k}→{v}" for k, v in PROFILE_BACKBONES[profile].items())
     m = c.model
     stem = {"conv": "a conv stem", "conv_wide": "a wide conv stem"}.get(m.stem, f"stem {m.stem}")
     opt = {"adamw": "AdamW", "adam": "Adam"}.get(c.optimizer, c.optimizer)
     train = f"{c.epochs} epochs of batch {c.batch_size} ({opt} lr {c.lr:g}, {c.schedule})"
     sr = f"{c.sr_backend} x{m.sr_size // m.input_size} ({m.input_size}->{m.sr_size}) instead of DIC x8 (48->384)"
-    if c.dataset == "synthfer":
+    if PROFILE_BACKBONES[profile] is DEMO_BACKBONE:
         return (f"DEMO: SynthFER and CPU-sized random-init stand-ins ({maps}) with {stem} at {m.img_size} px, "
                 f"{train}; {sr}; LTR n={m.ltr_n}. These numbers say nothing about real FER accuracy.")
-    return (f"CPU SCALE: real FERPlus ({c.label_mode} labels), random-init stand-ins ({maps}) with {stem} at "
-            f"{m.img_size} px, no pretraining, {train}; {sr}, trained self-supervised on FERPlus training faces "
-            f"(24->48, weights {c.sr_weights}); LTR n={m.ltr_n}. Not a reproduction of the paper's numbers "
-            "(pretrained Swin, DIC, 100 epochs).")
+    if c.sr_backend == "facesr":
+        sr += f", trained self-supervised on {c.dataset} training faces (weights {c.sr_weights})"
+    return (f"CPU SCALE: real {c.dataset} ({c.label_mode} labels), random-init stand-ins ({maps}) with {stem} at "
+            f"{m.img_size} px, no pretraining, {train}; {sr}; LTR n={m.ltr_n}. Not a reproduction of the paper's "
+            "numbers (pretrained Swin, DIC, 100 epochs).")
 
 
 def build_table(table: str, profile: str, seeds: object = None,
@@ -311,8 +314,8 @@ def build_table(table: str, profile: str, seeds: object = None,
              "copied from the paper, shown beside ours, never computed here.",
              "Protocols: clean = model chosen on validation, deterministic transform, full test set; authors' = best "
              "test epoch under the random training transform (optimistic; the authors' code).",
-             f"Significance: {TEST_NAME} of the clean-protocol accuracy difference (points) against the row's "
-             f"baseline, over matched seeds; significant only with >= {MIN_SEEDS} seeds, an interval excluding "
+             f"Significance: {TEST_NAME}, for the clean-protocol accuracy difference (points) against the row's "
+             f"baseline over matched seeds; significant only with >= {MIN_SEEDS} seeds, an interval excluding "
              f"0 and a Holm-adjusted p below {ALPHA:g} over the table's comparisons (so that a table's verdicts "
              "together err at most 5 % of the time: a difference that should survive a re-run). Per-seed exact "
              "McNemar p-values for information: they count test images only."]
@@ -324,7 +327,7 @@ def build_table(table: str, profile: str, seeds: object = None,
                      "fingerprints of their data and weights (inputs.json), so nothing shows they match the files "
                      f"now ({', '.join(unverified[:3])}{' ...' if len(unverified) > 3 else ''}).")
     if PROFILE_BACKBONES.get(profile) in (DEMO_BACKBONE, FERPLUS_CPU_BACKBONE):
-        notes.insert(1, _recipe_note(profile, overrides))
+        notes.insert(1, _recipe_note(profile, overrides, res))
     return df, "\n".join(notes)
 
 

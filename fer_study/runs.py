@@ -312,6 +312,8 @@ class RunStore:
             shutil.rmtree(tmp)
         copied: list[str] = []
         for m in self.manifests(profile):
+            if seeds and not any(r.seed in seeds for r in m.runs):
+                continue
             write_json(tmp / MANIFESTS / (m.path.name if m.path else "manifest.json"), m.to_dict())
             for r in m.runs:
                 run = self.run(r.run_id)
@@ -323,11 +325,16 @@ class RunStore:
                 copied.append(r.run_id)
         tmp.mkdir(parents=True, exist_ok=True)
         old = dest.with_name(f".{dest.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
         if dest.exists():
-            if old.exists():
-                shutil.rmtree(old)
             dest.rename(old)
-        tmp.rename(dest)
+        try:
+            tmp.rename(dest)
+        except OSError:
+            if old.exists():
+                old.rename(dest)  # the last good records back in place
+            raise
         if old.exists():
             shutil.rmtree(old)
         return copied

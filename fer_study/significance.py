@@ -35,8 +35,8 @@ ALPHA = 0.05
 REPLICATES = 4000
 BOOTSTRAP_SEED = 20221
 
-TEST_NAME = ("two-level paired bootstrap over seeds and test images and a t interval over per-seed differences "
-             "(95% CI: the wider of the two), p-values Holm-adjusted over the table's comparisons")
+TEST_NAME = ("two-level paired bootstrap over seeds and test images and a t interval over per-seed differences, "
+             "Holm-adjusted over the table's comparisons (95% CI: the wider of the two)")
 
 
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
@@ -89,7 +89,10 @@ def holm(ps: list[float]) -> list[float]:
 
 
 def adjust_family(comparisons: list[Comparison]) -> None:
-    """Set ``p_holm`` and ``family`` of a table's comparisons (a family of one is left unadjusted)."""
+    """Set ``p_holm`` and ``family`` of a table's comparisons that have at least :data:`MIN_SEEDS` seeds
+    (the others cannot be significant; counting them would make every verdict depend on how far a grid
+    has got); a family of one is left unadjusted."""
+    comparisons = [c for c in comparisons if len(c.seeds) >= MIN_SEEDS]
     if len(comparisons) < 2:
         return
     for c, p in zip(comparisons, holm([c.p for c in comparisons])):

@@ -162,8 +162,24 @@ def entry_lock(path: Path) -> Iterator[None]:
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    with open(path, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    try:
+        f = open(path, "a+b")  # noqa: SIM115 - closed below, after the body ran
+    except OSError as e:  # a read-only cache folder: reading a finished entry needs no lock
+        warnings.warn(f"SR cache: no lock file {path} ({e}); building without an inter-process lock",
+                      RuntimeWarning, stacklevel=3)
+        yield
+        return
+    with f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"SR cache: waiting for another process building {path.stem}", flush=True)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        except OSError as e:  # a file system without flock (some NFS/FUSE)
+            warnings.warn(f"SR cache: cannot lock {path} ({e}); building without an inter-process lock",
+                          RuntimeWarning, stacklevel=3)
+            yield
+            return
         try:
             yield
         finally:

@@ -132,6 +132,7 @@ def train_facesr(lr: np.ndarray, hr: np.ndarray, out: str | Path, steps: int = 4
         losses.append(float(loss.detach()))
     info = {"steps": steps, "batch_size": batch_size, "patch": patch, "seed": seed, "scale": scale,
             "train_pairs": int(len(L)), "lr_size": int(L.shape[-1]), "source": source, "holdout": holdout,
+            "n_pairs": n_pairs,
             "final_l1": float(np.mean(losses[-20:])),
             "seconds": round(time.perf_counter() - t0, 1)}
     save_facesr(model.cpu(), out, {"train": info})

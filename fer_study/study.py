@@ -77,9 +77,11 @@ def sr_eval(models: list[str], out: str | Path | None = None, data: str | None =
         tr = info.get("train") or {}
         if folder is not None and tr.get("source") and Path(tr["source"]).resolve() == Path(folder).resolve():
             # scored on its own training folder: unseen pairs only with the same split, held out at training
-            if tr.get("holdout") is None or tr["holdout"] == 0 or tr["holdout"] != holdout or tr.get("seed") != seed:
+            if (tr.get("holdout") is None or tr["holdout"] == 0 or tr["holdout"] != holdout or tr.get("seed") != seed
+                    or tr.get("n_pairs") != len(lr)):  # the split depends on the number of pairs too
                 log(f"warning: {spec} was trained on {folder} itself (holdout {tr.get('holdout', 'not recorded')}, "
-                    f"seed {tr.get('seed')}); these held-out pairs (holdout {holdout}, seed {seed}) are not the ones "
+                    f"seed {tr.get('seed')}, {tr.get('n_pairs')} pairs); these held-out pairs (holdout {holdout}, "
+                    f"seed {seed}, {len(lr)} pairs) are not the ones "
                     "it left out: score it on another folder (FERPlus: train on FER2013Train, eval on FER2013Test)")
     result = {"data": source, "holdout_images": int(len(ho)), "lr_size": int(lr.shape[-1]), "hr_size": int(size),
               "holdout": holdout, "seed": seed, "results": res, "models": weights, "env": environment()}

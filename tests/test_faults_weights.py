@@ -553,18 +553,20 @@ def test_killed_build_resumes_byte_identical(tmp_path, clean, seed):
     _assert_same(d, clean)
 
 
-def _build_slowly(d: str, calls_file: str) -> None:
-    """A worker process: builds the entry with an SR that sleeps in every batch and counts its batches."""
+def _build_slowly(d: str, calls_file: str, ready) -> None:  # noqa: ANN001 - a multiprocessing Barrier
+    """A worker process: builds the entry with an SR that sleeps in every batch and counts its batches;
+    both workers start building together (``ready``), so without the lock both would build."""
     sr = _sr()
     real = sr.forward
 
     def slow(x: torch.Tensor) -> torch.Tensor:
         with open(calls_file, "a") as f:
             f.write("x")
-        time.sleep(0.05)
+        time.sleep(0.2)
         return real(x)
 
     sr.forward = slow  # type: ignore[method-assign]
+    ready.wait(60)
     build_sr_cache(IMGS, sr, d, batch_size=4, progress=False)
 
 
@@ -576,7 +578,8 @@ def test_two_processes_build_one_entry_once(tmp_path, clean):
 
     d, calls = tmp_path / "c", tmp_path / "calls"
     ctx = mp.get_context("spawn")  # fork after torch has run its thread pools can hang
-    procs = [ctx.Process(target=_build_slowly, args=(str(d), str(calls))) for _ in range(2)]
+    ready = ctx.Barrier(2)
+    procs = [ctx.Process(target=_build_slowly, args=(str(d), str(calls), ready)) for _ in range(2)]
     for p in procs:
         p.start()
     for p in procs:
