@@ -70,7 +70,10 @@ class Comparison:
 
 
 def _label_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c]) and ":" not in c and c != "Source"]
+    """The columns that name a row: text columns other than results (``...: ...`` fields, Table 2's
+    gap-recovered fraction, which is "–" or a number depending on the run) and Table 4's source."""
+    return [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c]) and ":" not in c and c != "Source"
+            and not c.startswith("gap ")]
 
 
 def _row_key(df: pd.DataFrame, i: int, labels: list[str]) -> str:
