@@ -106,7 +106,8 @@ def figure2(run_dir: str | Path, n_more: int = 4, seed: int = 0, title: str | No
         axes = np.atleast_1d(bottom.subplots(1, n_more))
         for j, ax in enumerate(axes):
             ax.imshow(v["diff"][1 + j], cmap="magma", vmin=0, vmax=vmax)
-            ax.set_title(f"(c) of a {classes[int(data.labels[idx[1 + j]])]} face", fontsize=8)
+            name = classes[int(data.labels[idx[1 + j]])]
+            ax.set_title(f"(c) of {'an' if name[0] in 'aeiou' else 'a'} {name} face", fontsize=8)
             ax.set_axis_off()
         bottom.colorbar(im, ax=list(axes), shrink=0.9, label="every (c): |resizer − bilinear|\n(grey level, 0–1)")
     else:

@@ -292,8 +292,9 @@ def _recipe_note(profile: str, overrides: list[str] | None, res: dict[str, CellR
         return (f"DEMO: SynthFER and CPU-sized random-init stand-ins ({maps}) with {stem} at {m.img_size} px, "
                 f"{train}; {sr}; LTR n={m.ltr_n}. These numbers say nothing about real FER accuracy.")
     if c.sr_backend == "facesr":
-        sr += f", trained self-supervised on {c.dataset} training faces (weights {c.sr_weights})"
-    return (f"CPU SCALE: real {c.dataset} ({c.label_mode} labels), random-init stand-ins ({maps}) with {stem} at "
+        sr += f", trained self-supervised on the training faces (weights {c.sr_weights})"
+    name = {"ferplus": "FERPlus", "rafdb": "RAF-DB"}.get(c.dataset, c.dataset)
+    return (f"CPU SCALE: real {name} ({c.label_mode} labels), random-init stand-ins ({maps}) with {stem} at "
             f"{m.img_size} px, no pretraining, {train}; {sr}; LTR n={m.ltr_n}. Not a reproduction of the paper's "
             "numbers (pretrained Swin, DIC, 100 epochs).")
 
