@@ -173,20 +173,22 @@ THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ONE
 
 
 @functools.lru_cache(maxsize=1)
-def _cpu_flags() -> frozenset[str]:
-    """All flags of /proc/cpuinfo's first ``flags`` line (x86 Linux); empty where it cannot be read."""
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags: /proc/cpuinfo's first ``flags`` (x86) or ``Features`` (Arm) line, read
+    once per process; empty where it cannot be read."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return frozenset()
-    return frozenset(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+    return frozenset(next((ln.split(":", 1)[1].split() for ln in text.splitlines()
+                           if ln.startswith(("flags", "Features"))), []))
 
 
 @functools.lru_cache(maxsize=1)
 def cpu_isa_flags() -> list[str]:
     """The vector instruction sets of this CPU that oneDNN and torch's kernels choose between
     (AVX2, AVX-512 variants, AMX), from /proc/cpuinfo; [] where it cannot be read."""
-    return sorted(f for f in _cpu_flags() if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
+    return sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
 
 
 #: oneDNN's x86 ISA feature bits (``cpu_isa_bit_t``) and the /proc/cpuinfo flags each needs. None: no
@@ -280,7 +282,7 @@ def onednn_info() -> dict[str, Any]:
     import torch
 
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
-    isa, note = onednn_dispatch_isa(cap, _cpu_flags())
+    isa, note = onednn_dispatch_isa(cap, cpu_flags())
     return {"version": _onednn_version(), "enabled": torch.backends.mkldnn.is_available(),
             "dispatch_isa": isa, "dispatch_isa_note": note, "max_cpu_isa_env": cap}
 

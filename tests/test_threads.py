@@ -66,7 +66,7 @@ def test_env_json_reports_a_capped_onednn_isa(monkeypatch, cap, expected):
     as given, with no dispatch ISA, never as the CPU's highest."""
     import fer_study.io as io
 
-    flags = io._cpu_flags()
+    flags = io.cpu_flags()
     if not EPYC_BF16 <= flags or {"avx_vnni", "avx512_fp16", "amx_tile"} & flags:
         pytest.skip("expected values are for a CPU with AVX-512 BF16 but no AVX-VNNI, FP16 or AMX")
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)

@@ -3,10 +3,11 @@ trains in full precision; bf16 autocast is this study's speed setting, recorded 
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
+
+from fer_study.io import cpu_flags
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -18,19 +19,6 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-@functools.cache
-def _cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (read once per process; empty where unreadable)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU has bf16 arithmetic instructions (x86 AVX512-BF16 or AMX-BF16, Arm BF16);
     oneDNN then runs bf16 convolutions and matrix products about twice as fast as fp32. Without them
@@ -38,7 +26,7 @@ def cpu_has_native_bf16() -> bool:
     env = os.environ.get("FER_STUDY_CPU_BF16")
     if env in ("0", "1"):
         return env == "1"
-    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def amp_active(device: torch.device, amp: bool) -> bool:
