@@ -153,7 +153,7 @@ def _fmt(vals: list[float], seeds: list[int] | None = None) -> str:
     return Value(f"{mean:.2f} ± {std:.2f} (n={len(vals)})", fields, latex=f"{mean:.2f} ± {std:.2f}")
 
 
-def _paired(a: CellRuns, b: CellRuns) -> str | _Pending:
+def _paired(a: CellRuns, b: CellRuns) -> str | Comparison:
     """``b`` against baseline ``a`` over the seeds both have (:func:`fer_study.significance.compare`:
     the accuracy difference, its two-level bootstrap interval over seeds and test images, and the
     verdict; per-seed McNemar p-values in brackets)."""
@@ -173,14 +173,7 @@ def _paired(a: CellRuns, b: CellRuns) -> str | _Pending:
                            "images or labels: they cannot be compared image by image")
         ca.append(pa == ya)
         cb.append(pb == yb)
-    return _Pending(compare(ca, cb, common))
-
-
-@dataclass
-class _Pending:
-    """A comparison whose table cell waits for the table's other comparisons (Holm's adjustment)."""
-
-    c: Comparison
+    return compare(ca, cb, common)  # its cell is written once the table's others are known (Holm)
 
 
 def _comparison_value(c: Comparison) -> Value:
@@ -197,10 +190,10 @@ def _comparison_value(c: Comparison) -> Value:
 def _finish_comparisons(recs: list[dict]) -> None:
     """Holm-adjust a table's comparisons together (:func:`fer_study.significance.adjust_family`) and
     write their cells."""
-    pending = [(r, k) for r in recs for k, v in r.items() if isinstance(v, _Pending)]
-    adjust_family([r[k].c for r, k in pending])
+    pending = [(r, k) for r in recs for k, v in r.items() if isinstance(v, Comparison)]
+    adjust_family([r[k] for r, k in pending])
     for r, k in pending:
-        r[k] = _comparison_value(r[k].c)
+        r[k] = _comparison_value(r[k])
 
 
 def _pairs(spec: TableSpec, res: dict[str, CellRuns]) -> list[dict]:
