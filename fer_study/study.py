@@ -59,10 +59,14 @@ def sr_eval(models: list[str], out: str | Path | None = None, data: str | None =
     from fer_study.sr_train import check_holdout, evaluate_sr, split_pairs
 
     check_holdout(holdout, "eval")
-    for spec in models:  # before the folder is read
-        w = spec.partition("=")[2]
+    from fer_study.models.sr import check_sr_weights
+
+    for spec in models:  # before the folder is read: the file exists and holds that network
+        backend, _, w = spec.partition("=")
         if w and not Path(w).is_file():
             raise ConfigError(f"--model {spec}: weights file {w} not found")
+        if w:
+            check_sr_weights(backend, w, label=f"--model {backend}")
     lr, hr = _pairs(data, folder, scale, lr_size)
     _, ho = split_pairs(len(lr), holdout, seed)
     size = hr.shape[-1]
