@@ -73,9 +73,23 @@ class CellRuns:
     authors: list[float] = field(default_factory=list)
     dataset: str | None = None
     unverified: list[str] = field(default_factory=list)  # runs without inputs.json (older versions)
+    collapsed: list[tuple[int, str, float]] = field(default_factory=list)  # (seed, class, share): one_class_share
 
     def run_of(self, seed: int) -> Run:
         return self.runs[self.seeds.index(seed)]
+
+
+#: A run whose clean-protocol test predictions fall in one class for at least this share of the test
+#: images has not learned (the majority-class plateau of a from-scratch transformer): its table says so.
+COLLAPSE_SHARE = 0.98
+
+
+def one_class_share(confusion: list[list[int]]) -> tuple[int, float]:
+    """The most predicted class of a confusion matrix (rows = true, columns = predicted) and the share
+    of all predictions that fall in it."""
+    cols = np.asarray(confusion, dtype=np.int64).sum(0)
+    k = int(cols.argmax())
+    return k, float(cols[k] / max(1, cols.sum()))
 
 
 def resolve(spec: TableSpec, profile: str, seeds: list[int] | None = None,
@@ -131,6 +145,10 @@ def collect(spec: TableSpec, profile: str, seeds: list[int] | None = None,
             cr.runs.append(run)
             cr.clean.append(100 * m["protocols"]["clean"]["test_acc"])
             cr.authors.append(100 * m["protocols"]["authors"]["test_acc"])
+            k, share = one_class_share(m["protocols"]["clean"]["confusion"])
+            if share >= COLLAPSE_SHARE:
+                classes = m.get("classes") or []
+                cr.collapsed.append((s, classes[k] if k < len(classes) else str(k), share))
             cr.dataset = (("SynthFER (synthetic)" if m["dataset"] == "synthfer" else
                            f"SynthFER (synthetic, {m['dataset']} layout)") if m.get("synthetic") else m["dataset"])
         res[key] = cr
@@ -320,6 +338,11 @@ def build_table(table: str, profile: str, seeds: object = None,
         notes.append(f"Inputs unverified: {len(unverified)} run(s) were trained before fer-study recorded the "
                      "fingerprints of their data and weights (inputs.json), so nothing shows they match the files "
                      f"now ({', '.join(unverified[:3])}{' ...' if len(unverified) > 3 else ''}).")
+    collapsed = [f"{key} seed {s} ({100 * share:.1f} % '{cls}')" for key, v in res.items() for s, cls, share in v.collapsed]
+    if collapsed:
+        notes.append(f"Did not learn: {len(collapsed)} run(s) predict one class for at least {100 * COLLAPSE_SHARE:g} % "
+                     f"of the test images (the majority-class plateau): {'; '.join(collapsed)}. They are kept in "
+                     "the cells' means, standard deviations and tests as measured, not dropped or re-run.")
     if PROFILE_BACKBONES.get(profile) in (DEMO_BACKBONE, FERPLUS_CPU_BACKBONE):
         notes.insert(1, _recipe_note(profile, overrides, res))
     return df, "\n".join(notes)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_study.report import as_seeds, build_table, export, mcnemar
+from fer_study.report import as_seeds, build_table, export, mcnemar, one_class_share
 from fer_study.runner import plan, run_grid
 from fer_study.runs import RunStore
 from fer_study.tables import DEMO_BACKBONE, FIGURES, TABLES, nbval_notebooks, report_notebooks
@@ -102,6 +103,35 @@ def test_table2_runs_then_rerun_skips_and_report_finds_runs_through_the_manifest
     paths = export(df, notes, "table2", tmp_path / "tables")
     assert {p.suffix for p in paths} == {".csv", ".md", ".tex"}
     assert "88.69" in (tmp_path / "tables" / "table2.md").read_text()
+    # a run that predicts one class for (nearly) every test image is named in the notes, kept in the cell
+    # (1 epoch on 96 images: these runs sit at the majority-class plateau)
+    store = RunStore(runs)
+
+    def one_class(run_id: str) -> bool:
+        cols = np.asarray(json.loads(store.run(run_id).file("metrics.json").read_text())
+                          ["protocols"]["clean"]["confusion"]).sum(0)
+        return cols.max() >= 0.98 * cols.sum()
+
+    keys = lambda r: {c.split(":")[1] for c in r.cells}  # noqa: E731 - (d)'s run also fills the oracle row here
+    flat = {k for r in manifests[0].runs if one_class(r.run_id) for k in keys(r)}
+    assert flat, "expected the 1-epoch runs to sit at the plateau"
+    listed = lambda notes: {k for k in [*"abcde", "oracle"] if f" {k} seed 0 (" in notes}  # noqa: E731
+    assert listed(notes) == flat and f"Did not learn: {len(flat)} run(s)" in notes
+    rec = next(r for r in manifests[0].runs if keys(r) <= flat)
+    f = store.run(rec.run_id).file("metrics.json")
+    m = json.loads(f.read_text())
+    conf = np.asarray(m["protocols"]["clean"]["confusion"])
+    m["protocols"]["clean"]["confusion"] = np.diag(conf.sum(1)).tolist()  # as if every image were right
+    f.write_text(json.dumps(m))
+    df3, notes3 = build_table("table2", "demo", None, [f"runs_dir={runs}"])
+    assert listed(notes3) == flat - keys(rec)
+    assert df3.equals(df)  # the numbers are as measured (the accuracy field is untouched): only the note moved
+
+
+def test_one_class_share():
+    assert one_class_share([[5, 0], [3, 0]]) == (0, 1.0)
+    assert one_class_share([[1, 4], [0, 5]]) == (1, 0.9)
+    assert one_class_share([[0, 0], [0, 0]]) == (0, 0.0)
 
 
 def test_notebooks_prepare_with_typed_parameters(tmp_path):
