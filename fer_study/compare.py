@@ -5,8 +5,9 @@ A row's *conclusion* against its baseline is the verdict of the seed-aware test
 (:mod:`fer_study.significance`): ``+`` (significantly better), ``-`` (significantly worse) or
 ``n.s.``. Two runs of the study agree when every verdict is the same and every cell's mean moved by
 at most ``tolerance`` points. Signs of non-significant differences are listed too (a flip there is
-within the noise the test already accounts for). ``fer-study compare A B`` prints the comparison and
-exits 1 when they do not agree.
+within the noise the test already accounts for), and, for information, each side's largest seed
+standard deviation and its tables' "Did not learn" notes (runs that predict one class).
+``fer-study compare A B`` prints the comparison and exits 1 when they do not agree.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ import pandas as pd
 #: of a cell moves with a standard deviation of at most 2 * sqrt(2/3) = 1.6 points.
 DEMO_TOLERANCE = 3.0
 MEAN = "mean (%)"
+STD = "std (%)"
+#: The first words of a table's note naming runs that predict one class (:data:`fer_study.report.COLLAPSE_SHARE`).
+DID_NOT_LEARN = "- Did not learn"
 DIFF = "diff (points)"
 SIG = "significant"
 
@@ -34,6 +38,13 @@ class Comparison:
     verdicts: list[dict] = field(default_factory=list)  # table, row, column, a, b (+ / - / n.s.), diff_a, diff_b
     missing: list[str] = field(default_factory=list)
     tolerance: float = DEMO_TOLERANCE
+    stds: list[dict] = field(default_factory=list)  # table, row, column, a, b: clean seed std (points)
+    did_not_learn: list[str] = field(default_factory=list)  # "A|B table: note" (for information: no verdict)
+
+    def largest_std(self, side: str) -> dict | None:
+        """The cell with the largest clean-protocol seed standard deviation on side ``a`` or ``b``."""
+        rows = [m for m in self.stds if m[side] == m[side]]  # NaN: a single seed
+        return max(rows, key=lambda m: m[side], default=None)
 
     @property
     def max_delta(self) -> float:
@@ -63,6 +74,12 @@ class Comparison:
         lines += ["", f"Largest |Δ mean|: {self.max_delta:.2f} points; means beyond tolerance: "
                   f"{len(self.beyond_tolerance)}; verdicts changed: {len(self.changed_verdicts)} of "
                   f"{len(self.verdicts)}; sign flips among non-significant differences: {len(flips)}"]
+        for side in ("a", "b"):
+            m = self.largest_std(side)
+            if m is not None:
+                lines.append(f"Largest seed std (clean) in {side.upper()}: {m[side]:.2f} ({m['table']} {m['row']}: "
+                             f"{m['column']})")
+        lines += [f"Did not learn in {n}" for n in self.did_not_learn]
         if self.missing:
             lines.append(f"Missing: {', '.join(self.missing)}")
         lines.append("AGREE" if self.agree else "DISAGREE")
@@ -97,6 +114,11 @@ def compare_dirs(a: str | Path, b: str | Path, tolerance: float = DEMO_TOLERANCE
             continue
         name = pa.stem
         out.tables.append(name)
+        for side, p in (("A", pa), ("B", pb)):
+            md = p.with_suffix(".md")
+            notes = md.read_text(encoding="utf-8").splitlines() if md.is_file() else []
+            out.did_not_learn += [f"{side} {name}: {n.removeprefix(DID_NOT_LEARN + ':').strip()}" for n in notes
+                                  if n.startswith(DID_NOT_LEARN)]
         da, db = pd.read_csv(pa), pd.read_csv(pb)
         labels = _label_columns(da)
         rows_b = {_row_key(db, i, labels): i for i in range(len(db))}
@@ -118,6 +140,10 @@ def compare_dirs(a: str | Path, b: str | Path, tolerance: float = DEMO_TOLERANCE
                         continue
                     out.means.append({"table": name, "row": key, "column": col.removesuffix(f": {MEAN}"),
                                       "a": float(x), "b": float(y), "delta": float(y) - float(x)})
+                    sd = col.removesuffix(MEAN) + STD
+                    if sd in da.columns and sd in db.columns:
+                        out.stds.append({"table": name, "row": key, "column": col.removesuffix(f": {MEAN}"),
+                                         "a": float(da.iloc[i][sd]), "b": float(db.iloc[j][sd])})
                 if col.endswith(DIFF) and col in db.columns:
                     x, y = da.iloc[i][col], db.iloc[j][col]
                     if pd.isna(x) and pd.isna(y):

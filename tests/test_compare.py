@@ -74,3 +74,22 @@ def test_rows_match_when_only_the_gap_column_differs(tmp_path):
     t2.to_csv(b / "table2.csv", index=False)
     c = compare_dirs(TABLES, b)
     assert not c.missing and c.agree
+
+
+def test_largest_seed_std_and_did_not_learn_notes_are_reported(tmp_path):
+    b = _copy(tmp_path, "b")
+    t3 = pd.read_csv(b / "table3.csv")
+    col = next(c for c in t3.columns if c.endswith("clean: std (%)"))
+    t3.loc[2, col] = 7.5
+    t3.to_csv(b / "table3.csv", index=False)
+    md = b / "table3.md"
+    md.write_text(md.read_text() + "- Did not learn: 1 run(s) predict one class ...: PDLS|Vanilla seed 1 (100.0 % 'neutral').\n")
+    c = compare_dirs(TABLES, b)
+    assert c.largest_std("b")["b"] == 7.5 and c.largest_std("b")["table"] == "table3"
+    committed = max(m["a"] for m in c.stds)
+    assert c.largest_std("a")["a"] == committed <= 2.7  # the committed demo's stability, as measured
+    assert c.did_not_learn == ["B table3: 1 run(s) predict one class ...: PDLS|Vanilla seed 1 (100.0 % 'neutral')."]
+    text = c.markdown()
+    assert "Largest seed std (clean) in B: 7.50 (table3" in text and "Did not learn in B table3" in text
+    assert c.agree  # information only: verdicts and means decide
+    assert len(c.stds) == 24  # every run-backed clean cell has its std beside its mean
