@@ -222,7 +222,8 @@ def demo_profile() -> TrainConfig:
     cosine (at 1.5e-3 and above, ConViT and the STN settings stayed at the majority class in some
     seeds; 3 epochs of batch 16 left seeds before or after that plateau: seed std up to 24 points).
     60 warm-up steps, not 30: on oneDNN's AVX2 float path one seed of the Swin-B stand-in + STN cell
-    sat at the majority class with 30 (1 of 20 seeds; 0 of 20 with 60; results/repro/2026-11-29_stall_sweep)."""
+    sat at the majority class with 30 (1 of 20 seeds; 0 of 20 with 60: suggestive only, Fisher p = 1;
+    results/repro/2026-11-29_stall_sweep); the whole demo re-run on that path with 60 had no such run."""
     return TrainConfig(
         dataset="synthfer", synthfer_root="data/synthfer", rafdb_root="data/synthfer_rafdb/basic",  # RAF-DB-layout twin
         sr_backend="facesr", sr_weights="cache/facesr/facesr.pt",

@@ -73,7 +73,7 @@ class CellRuns:
     authors: list[float] = field(default_factory=list)
     dataset: str | None = None
     unverified: list[str] = field(default_factory=list)  # runs without inputs.json (older versions)
-    collapsed: list[tuple[int, str, float]] = field(default_factory=list)  # (seed, class, share): one_class_share
+    collapsed: list[tuple[int, str, float, str]] = field(default_factory=list)  # (seed, class, share, run id)
 
     def run_of(self, seed: int) -> Run:
         return self.runs[self.seeds.index(seed)]
@@ -148,7 +148,7 @@ def collect(spec: TableSpec, profile: str, seeds: list[int] | None = None,
             k, share = one_class_share(m["protocols"]["clean"]["confusion"])
             if share >= COLLAPSE_SHARE:
                 classes = m.get("classes") or []
-                cr.collapsed.append((s, classes[k] if k < len(classes) else str(k), share))
+                cr.collapsed.append((s, classes[k] if k < len(classes) else str(k), share, run.run_id))
             cr.dataset = (("SynthFER (synthetic)" if m["dataset"] == "synthfer" else
                            f"SynthFER (synthetic, {m['dataset']} layout)") if m.get("synthetic") else m["dataset"])
         res[key] = cr
@@ -338,9 +338,10 @@ def build_table(table: str, profile: str, seeds: object = None,
         notes.append(f"Inputs unverified: {len(unverified)} run(s) were trained before fer-study recorded the "
                      "fingerprints of their data and weights (inputs.json), so nothing shows they match the files "
                      f"now ({', '.join(unverified[:3])}{' ...' if len(unverified) > 3 else ''}).")
-    collapsed = [f"{key} seed {s} ({100 * share:.1f} % '{cls}')" for key, v in res.items() for s, cls, share in v.collapsed]
-    if collapsed:
-        notes.append(f"Did not learn: {len(collapsed)} run(s) predict one class for at least {100 * COLLAPSE_SHARE:g} % "
+    collapsed = [f"{key} seed {s} ({100 * share:.1f} % '{cls}')" for key, v in res.items() for s, cls, share, _ in v.collapsed]
+    if collapsed:  # a run that fills two cells (e.g. a table's oracle row and (d)) is counted once, listed per cell
+        n_runs = len({rid for v in res.values() for *_, rid in v.collapsed})
+        notes.append(f"Did not learn: {n_runs} run(s) predict one class for at least {100 * COLLAPSE_SHARE:g} % "
                      f"of the test images (the majority-class plateau): {'; '.join(collapsed)}. They are kept in "
                      "the cells' means, standard deviations and tests as measured, not dropped or re-run.")
     if PROFILE_BACKBONES.get(profile) in (DEMO_BACKBONE, FERPLUS_CPU_BACKBONE):

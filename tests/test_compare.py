@@ -93,3 +93,14 @@ def test_largest_seed_std_and_did_not_learn_notes_are_reported(tmp_path):
     assert "Largest seed std (clean) in B: 7.50 (table3" in text and "Did not learn in B table3" in text
     assert c.agree  # information only: verdicts and means decide
     assert len(c.stds) == 24  # every run-backed clean cell has its std beside its mean
+
+
+def test_largest_std_skips_a_single_seed_cell(tmp_path):
+    b = _copy(tmp_path, "b")
+    t1 = pd.read_csv(b / "table1.csv")
+    col = next(c for c in t1.columns if c.endswith("clean: std (%)"))
+    t1.loc[0, col] = float("nan")  # n=1: no standard deviation
+    t1.to_csv(b / "table1.csv", index=False)
+    c = compare_dirs(TABLES, b)
+    assert c.largest_std("b")["b"] == max(m["b"] for m in c.stds if m["b"] == m["b"])
+    assert c.largest_std("a") == max(c.stds, key=lambda m: m["a"])

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fer_study.compare import compare_dirs
 from fer_study.report import as_seeds, build_table, export, mcnemar, one_class_share
 from fer_study.runner import plan, run_grid
 from fer_study.runs import RunStore
@@ -116,7 +117,10 @@ def test_table2_runs_then_rerun_skips_and_report_finds_runs_through_the_manifest
     flat = {k for r in manifests[0].runs if one_class(r.run_id) for k in keys(r)}
     assert flat, "expected the 1-epoch runs to sit at the plateau"
     listed = lambda notes: {k for k in [*"abcde", "oracle"] if f" {k} seed 0 (" in notes}  # noqa: E731
-    assert listed(notes) == flat and f"Did not learn: {len(flat)} run(s)" in notes
+    n_flat = sum(one_class(r.run_id) for r in manifests[0].runs)  # runs, not cells: (d)'s run fills two
+    assert listed(notes) == flat and f"Did not learn: {n_flat} run(s)" in notes
+    assert "\n- Did not learn: " in (tmp_path / "tables" / "table2.md").read_text()  # the export keeps it
+    assert len(compare_dirs(tmp_path / "tables", tmp_path / "tables").did_not_learn) == 2  # and compare reads it
     rec = next(r for r in manifests[0].runs if keys(r) <= flat)
     f = store.run(rec.run_id).file("metrics.json")
     m = json.loads(f.read_text())
