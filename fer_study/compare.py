@@ -25,8 +25,9 @@ import pandas as pd
 DEMO_TOLERANCE = 3.0
 MEAN = "mean (%)"
 STD = "std (%)"
-#: The first words of a table's note naming runs that predict one class (:data:`fer_study.report.COLLAPSE_SHARE`).
-DID_NOT_LEARN = "- Did not learn"
+#: The first words of a table's note naming runs that predict one class (:data:`fer_study.report.COLLAPSE_SHARE`);
+#: the report writes it, compare reads it back from the exported ``.md`` (each note a ``- `` line there).
+DID_NOT_LEARN = "Did not learn"
 DIFF = "diff (points)"
 SIG = "significant"
 
@@ -117,8 +118,8 @@ def compare_dirs(a: str | Path, b: str | Path, tolerance: float = DEMO_TOLERANCE
         for side, p in (("A", pa), ("B", pb)):
             md = p.with_suffix(".md")
             notes = md.read_text(encoding="utf-8").splitlines() if md.is_file() else []
-            out.did_not_learn += [f"{side} {name}: {n.removeprefix(DID_NOT_LEARN + ':').strip()}" for n in notes
-                                  if n.startswith(DID_NOT_LEARN)]
+            head = f"- {DID_NOT_LEARN}:"
+            out.did_not_learn += [f"{side} {name}: {n.removeprefix(head).strip()}" for n in notes if n.startswith(head)]
         da, db = pd.read_csv(pa), pd.read_csv(pb)
         labels = _label_columns(da)
         rows_b = {_row_key(db, i, labels): i for i in range(len(db))}
@@ -138,12 +139,11 @@ def compare_dirs(a: str | Path, b: str | Path, tolerance: float = DEMO_TOLERANCE
                     if pd.isna(x) or pd.isna(y):
                         out.missing.append(f"{name}: {key}: {col}")
                         continue
-                    out.means.append({"table": name, "row": key, "column": col.removesuffix(f": {MEAN}"),
-                                      "a": float(x), "b": float(y), "delta": float(y) - float(x)})
+                    cell = {"table": name, "row": key, "column": col.removesuffix(f": {MEAN}")}
+                    out.means.append({**cell, "a": float(x), "b": float(y), "delta": float(y) - float(x)})
                     sd = col.removesuffix(MEAN) + STD
                     if sd in da.columns and sd in db.columns:
-                        out.stds.append({"table": name, "row": key, "column": col.removesuffix(f": {MEAN}"),
-                                         "a": float(da.iloc[i][sd]), "b": float(db.iloc[j][sd])})
+                        out.stds.append({**cell, "a": float(da.iloc[i][sd]), "b": float(db.iloc[j][sd])})
                 if col.endswith(DIFF) and col in db.columns:
                     x, y = da.iloc[i][col], db.iloc[j][col]
                     if pd.isna(x) and pd.isna(y):

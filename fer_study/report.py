@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from fer_study.compare import DID_NOT_LEARN
 from fer_study.config import make_config
 from fer_study.exports import (  # noqa: F401 - the export API, re-exported for notebooks and tests
     Value,
@@ -341,7 +342,7 @@ def build_table(table: str, profile: str, seeds: object = None,
     collapsed = [f"{key} seed {s} ({100 * share:.1f} % '{cls}')" for key, v in res.items() for s, cls, share, _ in v.collapsed]
     if collapsed:  # a run that fills two cells (e.g. a table's oracle row and (d)) is counted once, listed per cell
         n_runs = len({rid for v in res.values() for *_, rid in v.collapsed})
-        notes.append(f"Did not learn: {n_runs} run(s) predict one class for at least {100 * COLLAPSE_SHARE:g} % "
+        notes.append(f"{DID_NOT_LEARN}: {n_runs} run(s) predict one class for at least {100 * COLLAPSE_SHARE:g} % "
                      f"of the test images (the majority-class plateau): {'; '.join(collapsed)}. They are kept in "
                      "the cells' means, standard deviations and tests as measured, not dropped or re-run.")
     if PROFILE_BACKBONES.get(profile) in (DEMO_BACKBONE, FERPLUS_CPU_BACKBONE):
