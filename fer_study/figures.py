@@ -109,7 +109,7 @@ def figure2(run_dir: str | Path, n_more: int = 4, seed: int = 0, title: str | No
             name = classes[int(data.labels[idx[1 + j]])]
             ax.set_title(f"(c) of {'an' if name[0] in 'aeiou' else 'a'} {name} face", fontsize=8)
             ax.set_axis_off()
-        bottom.colorbar(im, ax=list(axes), shrink=0.9, label="every (c): |resizer − bilinear|\n(grey level, 0–1)")
+        bottom.colorbar(im, ax=list(axes), shrink=0.9, label="every (c): |resizer − bilinear|\n(grey levels; 1 = black to white)")
     else:
         top.colorbar(im, ax=diff_axes, shrink=0.9, label="|resizer − bilinear|")
     top.suptitle(title or f"Figure 2 (this study): what the trained resizer changes\n{describe_run(cfg)}, test faces",

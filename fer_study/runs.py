@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fer_study.errors import RunError
 from fer_study.io import read_json, torch_save_atomic, write_json, write_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -116,15 +117,27 @@ class Run:
             write_json(self.file(INPUTS), inputs)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        torch_save_atomic(state, self.file(CHECKPOINT))
+        """Write the training state atomically; numpy scalars (history rows, best-epoch values)
+        become Python numbers, so that :meth:`load_checkpoint` reads it with ``weights_only``."""
+        torch_save_atomic(_plain(state), self.file(CHECKPOINT))
 
     def load_checkpoint(self, device: torch.device | str = "cpu") -> dict[str, Any] | None:
+        """The training state saved by :meth:`save_checkpoint`, or None. Read with torch's
+        ``weights_only`` unpickler (tensors, containers and numbers only, no code runs; numpy scalars
+        are allowed too, as checkpoints written before they were converted hold them). A file it
+        cannot read raises :class:`RunError` naming it."""
         import torch
 
         p = self.file(CHECKPOINT)
         if not p.is_file():
             return None
-        return torch.load(p, map_location=device, weights_only=False)
+        try:
+            with torch.serialization.safe_globals(_NUMPY_SCALAR_GLOBALS):
+                return torch.load(p, map_location=device, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises several types for a bad file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise RunError(f"{p}: cannot read this run's checkpoint ({type(e).__name__}: {first[:300]}); "
+                           "delete it to train the run from its start") from e
 
     def write_history(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
@@ -352,3 +365,20 @@ class RunStore:
             if profile is None or m.profile == profile:
                 out.append(m)
         return sorted(out, key=lambda m: (m.created, str(m.path)), reverse=True)
+
+
+#: numpy objects that checkpoints written before :func:`_plain` existed hold (numpy scalars in the
+#: history rows): the only non-torch globals :meth:`Run.load_checkpoint` lets the unpickler build.
+_NUMPY_SCALAR_GLOBALS: list[Any] = [np._core.multiarray.scalar, np.dtype,
+                                    *(type(np.dtype(c)) for c in "?bBhHiIlLqQefdg")]
+
+
+def _plain(x: Any) -> Any:
+    """``x`` with every numpy scalar (at any depth of dicts, lists and tuples) as a Python number."""
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_plain(v) for v in x)
+    return x

@@ -104,3 +104,44 @@ def torch_threads() -> int:
     import torch
 
     return torch.get_num_threads()
+
+
+class _Boom:
+    """Unpickling this would run code (os.getpid stands in for anything worse)."""
+
+    def __reduce__(self):
+        return (os.getpid, ())
+
+
+def test_checkpoint_numbers_plain_and_loaded_without_running_code(tmp_path):
+    """Checkpoints are read with torch's weights_only unpickler: numpy scalars are stored as Python
+    numbers (and older checkpoints holding numpy scalars still load), while a file holding anything
+    else - an object whose unpickling would run code, or bytes that are no checkpoint - is refused
+    with an error naming the file."""
+    import numpy as np
+    import torch
+
+    from fer_study.errors import RunError
+
+    run = Run(tmp_path / "r")
+    run.path.mkdir()
+    state = {"model": {"w": torch.ones(2)}, "epoch": np.int64(1),
+             "history": [{"valid_acc": np.float64(0.5), "seconds": np.float32(1.5), "ok": np.bool_(True)}],
+             "best": {"valid_acc": np.float64(0.5), "pair": (np.float64(1.0), 2)}}
+    run.save_checkpoint(state)
+    ck = run.load_checkpoint()
+    assert type(ck["epoch"]) is int and type(ck["history"][0]["valid_acc"]) is float
+    assert type(ck["history"][0]["ok"]) is bool and ck["best"]["pair"] == (1.0, 2)
+    assert torch.equal(ck["model"]["w"], torch.ones(2))
+
+    torch.save(state, run.file("checkpoint.pt"))  # as written before the conversion: numpy scalars inside
+    old = run.load_checkpoint()
+    assert old["history"][0]["valid_acc"] == 0.5 and old["epoch"] == 1
+
+    torch.save({"model": {}, "epoch": _Boom()}, run.file("checkpoint.pt"))
+    with pytest.raises(RunError, match=r"checkpoint\.pt: cannot read this run's checkpoint.*delete it"):
+        run.load_checkpoint()
+
+    run.file("checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RunError, match=r"checkpoint\.pt: cannot read"):
+        run.load_checkpoint()

@@ -33,12 +33,21 @@ def test_the_profile_resolves_to_real_ferplus_with_its_stand_ins_and_own_run_sto
 
 def test_the_stand_ins_are_the_demo_s_tiny_swins_under_their_own_names() -> None:
     """cpu_swin_s / cpu_swin_b are tiny_swin_s / tiny_swin_b (one definition: they cannot drift apart),
-    with the parameter counts their runs were trained with (backbone alone, 48 px input)."""
+    built as the profile builds them (its ``conv_wide`` stem, 48 px input) with the backbone parameter
+    counts its committed runs recorded (results/ferplus_cpu/run_records/*/metrics.json: 821,758 and
+    1,227,832; README: 0.82 M and 1.23 M)."""
     from fer_study.models.backbones import BACKBONES, build_backbone, count_parameters
 
     assert BACKBONES["cpu_swin_s"] == BACKBONES["tiny_swin_s"] and BACKBONES["cpu_swin_b"] == BACKBONES["tiny_swin_b"]
-    counts = {n: count_parameters(build_backbone(n, img_size=48).model) for n in ("cpu_swin_s", "cpu_swin_b")}
-    assert counts == {"cpu_swin_s": 533_166, "cpu_swin_b": 940_264}
+    m = make_config("ferplus-cpu").model
+    counts = {n: count_parameters(build_backbone(n, img_size=m.img_size, stem=m.stem).model)
+              for n in ("cpu_swin_s", "cpu_swin_b")}
+    assert counts == {"cpu_swin_s": 821_758, "cpu_swin_b": 1_227_832}
+    records = sorted((Path(__file__).parents[1] / "results/ferplus_cpu/run_records").glob("*/metrics.json"))
+    assert len(records) == 15
+    for f in records:
+        backbone = json.loads(f.with_name("config.json").read_text())["model"]["backbone"]
+        assert json.loads(f.read_text())["parameters"]["backbone"]["total"] == counts[backbone], f
 
 
 def test_the_grid_is_table2_settings_a_to_e_times_three_seeds() -> None:
