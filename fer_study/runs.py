@@ -132,7 +132,7 @@ class Run:
         if not p.is_file():
             return None
         try:
-            with torch.serialization.safe_globals(_NUMPY_SCALAR_GLOBALS):
+            with torch.serialization.safe_globals(_numpy_scalar_globals()):
                 return torch.load(p, map_location=device, weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises several types for a bad file
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -367,10 +367,12 @@ class RunStore:
         return sorted(out, key=lambda m: (m.created, str(m.path)), reverse=True)
 
 
-#: numpy objects that checkpoints written before :func:`_plain` existed hold (numpy scalars in the
-#: history rows): the only non-torch globals :meth:`Run.load_checkpoint` lets the unpickler build.
-_NUMPY_SCALAR_GLOBALS: list[Any] = [np._core.multiarray.scalar, np.dtype,
-                                    *(type(np.dtype(c)) for c in "?bBhHiIlLqQefdg")]
+def _numpy_scalar_globals() -> list[Any]:
+    """The numpy objects that checkpoints written before :func:`_plain` existed hold (numpy scalars
+    in the history rows): the only non-torch globals :meth:`Run.load_checkpoint` lets the unpickler
+    build. (``numpy._core`` is numpy 2's name of numpy 1's ``numpy.core``.)"""
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray.scalar, np.dtype, *(type(np.dtype(c)) for c in "?bBhHiIlLqQefdg")]
 
 
 def _plain(x: Any) -> Any:
