@@ -124,20 +124,29 @@ class Run:
     def load_checkpoint(self, device: torch.device | str = "cpu") -> dict[str, Any] | None:
         """The training state saved by :meth:`save_checkpoint`, or None. Read with torch's
         ``weights_only`` unpickler (tensors, containers and numbers only, no code runs; numpy scalars
-        are allowed too, as checkpoints written before they were converted hold them). A file it
-        cannot read raises :class:`RunError` naming it."""
+        are allowed too, as checkpoints written before they were converted hold them). A file that is
+        not a checkpoint (damaged, truncated, or holding other objects) raises :class:`RunError`
+        naming it; other errors (memory, devices, permissions) are raised as they are."""
+        import pickle
+        import zipfile
+
         import torch
+
+        from fer_study.models.weights import error_reason
 
         p = self.file(CHECKPOINT)
         if not p.is_file():
             return None
+        fix = "delete it to train the run from its start"
+        if not zipfile.is_zipfile(p):
+            raise RunError(f"{p}: not a checkpoint (torch.save writes a zip archive; this file is damaged or "
+                           f"truncated); {fix}")
+        allowed = _numpy_scalar_globals()
         try:
-            with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            with torch.serialization.safe_globals(allowed):
                 return torch.load(p, map_location=device, weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch raises several types for a bad file
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise RunError(f"{p}: cannot read this run's checkpoint ({type(e).__name__}: {first[:300]}); "
-                           "delete it to train the run from its start") from e
+        except (pickle.UnpicklingError, EOFError) as e:
+            raise RunError(f"{p}: cannot read this run's checkpoint ({error_reason(e)}); {fix}") from e
 
     def write_history(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
@@ -369,18 +378,31 @@ class RunStore:
 
 def _numpy_scalar_globals() -> list[Any]:
     """The numpy objects that checkpoints written before :func:`_plain` existed hold (numpy scalars
-    in the history rows): the only non-torch globals :meth:`Run.load_checkpoint` lets the unpickler
-    build. (``numpy._core`` is numpy 2's name of numpy 1's ``numpy.core``.)"""
+    in the history rows and the schedule's learning rates): the only non-torch globals
+    :meth:`Run.load_checkpoint` lets the unpickler build. The scalar constructor is allowed under both
+    its numpy 1 (``numpy.core``) and numpy 2 (``numpy._core``) names, so a checkpoint written under
+    one loads under the other."""
     core = getattr(np, "_core", None) or np.core
-    return [core.multiarray.scalar, np.dtype, *(type(np.dtype(c)) for c in "?bBhHiIlLqQefdg")]
+    scalar = core.multiarray.scalar
+    return [(scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"), np.dtype,
+            *(type(np.dtype(c)) for c in "?bBhHiIlLqQefdg")]
 
 
 def _plain(x: Any) -> Any:
-    """``x`` with every numpy scalar (at any depth of dicts, lists and tuples) as a Python number."""
+    """``x`` with every numpy scalar (at any depth of dicts, lists and tuples) as a Python number;
+    container types are kept (an ``OrderedDict`` state dict keeps its ``_metadata``, a named tuple
+    stays one)."""
     if isinstance(x, np.generic):
         return x.item()
     if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
+        out = {k: _plain(v) for k, v in x.items()}
+        if type(x) is not dict:
+            out = type(x)(out)
+            if hasattr(x, "_metadata"):
+                out._metadata = x._metadata  # type: ignore[attr-defined]
+        return out
+    if isinstance(x, tuple) and hasattr(x, "_fields"):
+        return type(x)(*(_plain(v) for v in x))
     if isinstance(x, (list, tuple)):
         return type(x)(_plain(v) for v in x)
     return x

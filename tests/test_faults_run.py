@@ -125,23 +125,43 @@ def test_checkpoint_numbers_plain_and_loaded_without_running_code(tmp_path):
 
     run = Run(tmp_path / "r")
     run.path.mkdir()
-    state = {"model": {"w": torch.ones(2)}, "epoch": np.int64(1),
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(2)).state_dict()  # an OrderedDict with _metadata
+    state = {"model": model, "epoch": np.int64(1),
              "history": [{"valid_acc": np.float64(0.5), "seconds": np.float32(1.5), "ok": np.bool_(True)}],
              "best": {"valid_acc": np.float64(0.5), "pair": (np.float64(1.0), 2)}}
     run.save_checkpoint(state)
     ck = run.load_checkpoint()
     assert type(ck["epoch"]) is int and type(ck["history"][0]["valid_acc"]) is float
     assert type(ck["history"][0]["ok"]) is bool and ck["best"]["pair"] == (1.0, 2)
-    assert torch.equal(ck["model"]["w"], torch.ones(2))
+    assert type(ck["model"]) is type(model) and ck["model"]._metadata == model._metadata
+    assert torch.equal(ck["model"]["0.running_var"], torch.ones(2))
 
     torch.save(state, run.file("checkpoint.pt"))  # as written before the conversion: numpy scalars inside
     old = run.load_checkpoint()
     assert old["history"][0]["valid_acc"] == 0.5 and old["epoch"] == 1
 
     torch.save({"model": {}, "epoch": _Boom()}, run.file("checkpoint.pt"))
-    with pytest.raises(RunError, match=r"checkpoint\.pt: cannot read this run's checkpoint.*delete it"):
+    with pytest.raises(RunError, match=r"checkpoint\.pt: cannot read this run's checkpoint \(UnpicklingError: "
+                                       r".*getpid.*delete it"):
         run.load_checkpoint()
 
     run.file("checkpoint.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(RunError, match=r"checkpoint\.pt: cannot read"):
+    with pytest.raises(RunError, match=r"checkpoint\.pt: not a checkpoint .*damaged or truncated.*delete it"):
         run.load_checkpoint()
+
+
+def test_plain_keeps_container_types():
+    """The numpy-scalar conversion of checkpoints keeps named tuples and OrderedDicts (with _metadata)."""
+    from collections import OrderedDict, namedtuple
+
+    import numpy as np
+
+    from fer_study.runs import _plain
+
+    Pair = namedtuple("Pair", "a b")
+    od = OrderedDict(x=np.float32(2.5))
+    od._metadata = {"": {"version": 2}}
+    out = _plain({"p": Pair(np.int64(1), [np.float64(0.5)]), "od": od, "t": (np.bool_(False),)})
+    assert out["p"] == Pair(1, [0.5]) and type(out["p"]) is Pair and type(out["p"].a) is int
+    assert type(out["od"]) is OrderedDict and out["od"]._metadata == {"": {"version": 2}} and out["od"]["x"] == 2.5
+    assert out["t"] == (False,) and type(out["t"][0]) is bool

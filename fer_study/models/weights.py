@@ -65,6 +65,10 @@ def error_reason(e: BaseException) -> str:
     msg = str(e)
     if "WeightsUnpickler error:" in msg:
         msg = msg.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    elif msg.startswith("Weights only load failed"):  # torch's advice paragraph, then the reason
+        reasons = [p for p in (q.strip() for q in msg.split("\n\n")[1:])
+                   if p and not p.startswith("Check the documentation")]
+        msg = reasons[0] if reasons else msg
     msg = " ".join(msg.split())
     first = msg.split(". ", 1)[0]
     return f"{type(e).__name__}: {first[:200]}" if first else type(e).__name__
