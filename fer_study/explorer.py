@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from fer_study.notebooks import VOLATILE
+
 #: Figure size (inches) of one view: legible at a normal notebook width (about 900 px).
 FIGSIZE = (9.6, 6.4)
 
@@ -184,7 +186,8 @@ def explorer(runs_dir: str | Path = "results/runs"):
         try:
             fig = render(run_w.value, None if cls_w.value == -1 else cls_w.value, img_w.value, cache)
             fig_w.value = figure_png(fig)
-            status.value = f"<span class='fer-done'>shown in {time.perf_counter() - t:.1f} s</span>"
+            status.value = (f"<span class='fer-done'>shown in <span class='{VOLATILE}'>{time.perf_counter() - t:.1f}"
+                            "</span> s</span>")
         except Exception as e:  # noqa: BLE001 - shown to the reader instead of a silent stale view
             status.value = f"<span class='fer-error' style='color:#b00'>could not draw: {type(e).__name__}: {e}</span>"
         finally:

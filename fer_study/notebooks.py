@@ -29,6 +29,8 @@ KERNEL = "fer-study"
 FALLBACK_KERNEL = "python3"
 #: Notebook-level papermill keys kept in executed copies (the rest are times and absolute paths).
 KEEP_PAPERMILL = ("parameters", "default_parameters", "version")
+#: HTML class of a widget text that changes on every execution (a duration): shown live, saved as "…".
+VOLATILE = "fer-volatile"
 
 
 def notebook_path(name: str) -> Path:
@@ -58,7 +60,20 @@ def strip_volatile(nb: Any) -> Any:
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.source = unpublish(cell.source)
             cell["id"] = "injected-parameters"  # papermill draws a random id on every run
-    return _renumber_widgets(nb)
+    return _renumber_widgets(_blank_volatile(nb))
+
+
+def _blank_volatile(nb: Any) -> Any:
+    """Widget state texts marked ``<span class='fer-volatile'>...</span>`` (:data:`VOLATILE`), saved as "…"."""
+    import re
+
+    import nbformat
+
+    if not nb.metadata.get("widgets"):
+        return nb
+    text = nbformat.writes(nb)
+    blanked = re.sub(rf"(<span class='{VOLATILE}'>)[^<]*(</span>)", "\\g<1>…\\g<2>", text)
+    return nb if blanked == text else nbformat.reads(blanked, as_version=4)
 
 
 #: What replaces ``publish = True`` in a saved notebook's injected parameters.
@@ -74,17 +89,44 @@ def unpublish(source: str) -> str:
 
 
 def _renumber_widgets(nb: Any) -> Any:
-    """Give the saved widgets ids numbered in creation order instead of random ones (the ids link the
-    widget state to the outputs; random ids would change every line that names one on each run)."""
+    """Give the saved widgets ids numbered in a canonical order instead of random ones (the ids link the
+    widget state to the outputs; random ids would change every line that names one on each run): the
+    widgets the outputs display, in cell order, then those they reference (``IPY_MODEL_<id>`` in their
+    state, in sorted-key order), depth first; widgets nothing reaches last, ordered by their state.
+    The widget-state dict is saved in the new ids' order. So the same notebook executed twice is saved
+    byte-identically (the kernel's own order of the widgets is not stable)."""
+    import json
+    import re
+
     import nbformat
 
     state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state")
     if not state:
         return nb
+    ref = re.compile(r"IPY_MODEL_([0-9a-f]{32})")
+
+    def refs(model_id: str) -> list[str]:
+        return [r for r in ref.findall(json.dumps(state[model_id].get("state", {}), sort_keys=True)) if r in state]
+
+    shown = [o["data"]["application/vnd.jupyter.widget-view+json"].get("model_id") for c in nb.cells
+             for o in c.get("outputs", []) if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    order: list[str] = []
+    stack = [m for m in reversed(shown) if m in state]
+    while stack:
+        m = stack.pop()
+        if m not in order:
+            order.append(m)
+            stack.extend(r for r in reversed(refs(m)) if r not in order)
+    rest = sorted((m for m in state if m not in order),
+                  key=lambda m: ref.sub("IPY_MODEL_", json.dumps(state[m], sort_keys=True)))
+    new = {old: f"{i + 1:032x}" for i, old in enumerate(order + rest)}
     text = nbformat.writes(nb)
-    for i, old in enumerate(list(state)):
-        text = text.replace(old, f"{i + 1:032x}")
-    return nbformat.reads(text, as_version=4)
+    for old in sorted(new, key=lambda m: new[m]):
+        text = text.replace(old, "\0" + new[old])  # marked, so a new id is never taken for an old one
+    out = nbformat.reads(text.replace("\0", ""), as_version=4)
+    st = out.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]
+    st["state"] = dict(sorted(st["state"].items()))
+    return out
 
 
 def execute(source: str | Path, output: str | Path, parameters: dict[str, Any], cwd: str | Path | None = None,

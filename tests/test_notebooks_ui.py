@@ -303,3 +303,59 @@ def test_scratch_and_publish_locations(tmp_path, monkeypatch):
     assert c2.synthfer_root == str(ROOT / "data" / "synthfer") and c2.epochs == 1
     assert time.perf_counter() - t < 5
     assert re.fullmatch(r"synthfer-.*-s\d+-[0-9a-f]{10}", c2.run_id())
+
+
+def _widget_notebook(ids: dict[str, str], order: list[str]) -> nbformat.NotebookNode:
+    """A saved notebook holding a displayed VBox (``box``) with two children (``a``, ``b``), each with a
+    layout, and an unreferenced widget (``lone``); ``ids`` maps those names to model ids and ``order``
+    is the order of the widget-state dict (the kernel's order, which varies between executions)."""
+    def model(name: str, state: dict) -> dict:
+        return {"model_module": "@jupyter-widgets/controls", "model_name": name, "state": state}
+
+    states = {"box": model("VBoxModel", {"children": [f"IPY_MODEL_{ids['a']}", f"IPY_MODEL_{ids['b']}"],
+                                         "layout": f"IPY_MODEL_{ids['box_l']}"}),
+              "a": model("ButtonModel", {"description": "a", "layout": f"IPY_MODEL_{ids['a_l']}"}),
+              "b": model("ButtonModel", {"description": "b", "layout": f"IPY_MODEL_{ids['b_l']}"}),
+              "box_l": model("LayoutModel", {"width": "1"}), "a_l": model("LayoutModel", {"width": "2"}),
+              "b_l": model("LayoutModel", {"width": "3"}),
+              "lone": model("HTMLModel", {"value": f"x <span class='fer-volatile'>{ids['lone'][:3]}</span> s"})}
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("display(box)")
+    cell["id"] = "show-box"
+    cell.outputs = [nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": ids["box"], "version_major": 2, "version_minor": 0},
+        "text/plain": "VBox()"})]
+    nb.cells = [cell]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
+        "state": {ids[k]: states[k] for k in order}, "version_major": 2, "version_minor": 0}}
+    return nb
+
+
+def test_saved_widget_ids_do_not_depend_on_the_kernel_s_ids_or_order():
+    """Two executions of a notebook give widgets other random ids, listed in another order; saved
+    (strip_volatile), both are byte-identical: the displayed box is 1, its layout and children follow
+    depth first, the unreferenced widget comes last, a text marked volatile (the explorer's "shown in
+    N s") is saved as "…"; and saving a saved notebook again changes nothing."""
+    import random
+    import uuid
+
+    from fer_study.notebooks import strip_volatile
+
+    names = ["box", "a", "b", "box_l", "a_l", "b_l", "lone"]
+    saved = []
+    for seed in (1, 2, 3):
+        rng = random.Random(seed)
+        ids = {n: uuid.UUID(int=rng.getrandbits(128)).hex for n in names}
+        order = names[:]
+        rng.shuffle(order)
+        saved.append(nbformat.writes(strip_volatile(_widget_notebook(ids, order))))
+    assert saved[0] == saved[1] == saved[2]
+    nb = nbformat.reads(saved[0], as_version=4)
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert nb.cells[0].outputs[0]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] == f"{1:032x}"
+    described = {k: v["state"].get("description") or v["state"].get("width") or v["state"].get("value")
+                 for k, v in state.items()}
+    # box (1), then depth first: a (2), a's layout (3), b (4), b's layout (5), box's layout (6); lone last
+    assert list(described.values()) == [None, "a", "2", "b", "3", "1", "x <span class='fer-volatile'>…</span> s"]
+    assert state[f"{1:032x}"]["state"]["children"] == [f"IPY_MODEL_{2:032x}", f"IPY_MODEL_{4:032x}"]
+    assert nbformat.writes(strip_volatile(nbformat.reads(saved[0], as_version=4))) == saved[0]
