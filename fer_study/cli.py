@@ -78,13 +78,17 @@ def _cmd_data_synth(a: argparse.Namespace) -> int:
 def _cmd_train(a: argparse.Namespace) -> int:
     from fer_study.config import apply_overrides, make_config
     from fer_study.training import train
+    from fer_study.training.distributed import end_process_group
 
     cfg = make_config(a.profile, a.set or [])
     if a.config:
         from fer_study.config import read_config  # a missing or bad file: ConfigError naming it
 
         cfg = apply_overrides(read_config(a.config), a.set or [])
-    d = train(cfg, force=a.force)
+    try:
+        d = train(cfg, force=a.force)
+    finally:
+        end_process_group()
     print(f"run directory: {d}")
     return 0
 

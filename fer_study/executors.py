@@ -125,6 +125,10 @@ class TrainJob:
             if env.global_rank == 0:
                 run.write_failed_log(f"job {env.job_id}, attempt {self.attempt}\n{traceback.format_exc()}")
             raise
+        finally:
+            from fer_study.training.distributed import end_process_group
+
+            end_process_group()  # this job process owns the group its ranks joined
 
     def checkpoint(self, config: dict[str, Any], run_id: str | None = None) -> submitit.helpers.DelayedSubmission:
         """Preempted or timed out: the same run again; training resumes from its last epoch's checkpoint."""

@@ -46,3 +46,13 @@ def barrier(d: Dist) -> None:
     """Wait for every rank (nothing to do in a single process)."""
     if d.world > 1:
         torch.distributed.barrier()
+
+
+def end_process_group() -> None:
+    """Leave the process group, if this process joined one (``torchrun``): the process that ran
+    :func:`init_dist` calls it before it exits. Without it the gloo/NCCL threads are torn down by the
+    interpreter's exit, which can abort a rank ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
