@@ -29,6 +29,10 @@ KERNEL = "fer-study"
 FALLBACK_KERNEL = "python3"
 #: Notebook-level papermill keys kept in executed copies (the rest are times and absolute paths).
 KEEP_PAPERMILL = ("parameters", "default_parameters", "version")
+#: nbclient's error when a kernel exits before it answers, nothing executed yet (e.g. two kernels started
+#: at once drew the same free TCP port: "ZMQError: Address already in use"): the start is retried.
+KERNEL_START_FAILED = "Kernel died before replying to kernel_info"
+KERNEL_START_ATTEMPTS = 3
 #: HTML class of a widget text that changes on every execution (a duration): shown live, saved as "…".
 VOLATILE = "fer-volatile"
 
@@ -134,7 +138,8 @@ def execute(source: str | Path, output: str | Path, parameters: dict[str, Any], 
     """Execute ``source`` into ``output`` with ``parameters`` (Python values: lists stay lists), the
     kernel in ``cwd`` (default: this process's working directory). Raises papermill's
     ``PapermillExecutionError`` (with the failing cell) when a cell fails; the output notebook is
-    written (and tidied) either way."""
+    written (and tidied) either way. A kernel that dies before it starts (nothing executed: a port
+    race between kernels started at once) is started again, up to :data:`KERNEL_START_ATTEMPTS` times."""
     import nbformat
     import papermill as pm
 
@@ -142,8 +147,15 @@ def execute(source: str | Path, output: str | Path, parameters: dict[str, Any], 
 
     source, output = Path(source), Path(output)
     try:
-        pm.execute_notebook(str(source), str(output), parameters=parameters, cwd=str(cwd or Path.cwd()),
-                            kernel_name=kernel_name(kernel), progress_bar=progress, log_output=False)
+        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+            try:
+                pm.execute_notebook(str(source), str(output), parameters=parameters, cwd=str(cwd or Path.cwd()),
+                                    kernel_name=kernel_name(kernel), progress_bar=progress, log_output=False)
+                break
+            except RuntimeError as e:  # a cell's error is a PapermillExecutionError, never retried
+                if KERNEL_START_FAILED not in str(e) or attempt == KERNEL_START_ATTEMPTS:
+                    raise
+                time.sleep(attempt)
     finally:
         if output.is_file():
             nb = strip_volatile(nbformat.read(output, as_version=4))

@@ -359,3 +359,47 @@ def test_saved_widget_ids_do_not_depend_on_the_kernel_s_ids_or_order():
     assert list(described.values()) == [None, "a", "2", "b", "3", "1", "x <span class='fer-volatile'>…</span> s"]
     assert state[f"{1:032x}"]["state"]["children"] == [f"IPY_MODEL_{2:032x}", f"IPY_MODEL_{4:032x}"]
     assert nbformat.writes(strip_volatile(nbformat.reads(saved[0], as_version=4))) == saved[0]
+
+
+def test_a_kernel_that_dies_before_starting_is_started_again(tmp_path, monkeypatch):
+    """Two kernels started at once can draw the same TCP port and one dies before it answers
+    (nbclient: 'Kernel died before replying to kernel_info'): execute() starts it again (nothing had
+    run); it gives up after KERNEL_START_ATTEMPTS, and a failing cell is never re-executed."""
+    import papermill as pm
+
+    import fer_study.notebooks as nbs
+
+    calls: list[int] = []
+    monkeypatch.setattr(nbs.time, "sleep", lambda s: None)
+
+    def flaky(source, output, **kw):
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        nbformat.write(nbformat.v4.new_notebook(), output)
+
+    monkeypatch.setattr(pm, "execute_notebook", flaky)
+    nbs.execute(tmp_path / "in.ipynb", tmp_path / "out.ipynb", {})
+    assert len(calls) == 3 and (tmp_path / "out.ipynb").is_file()
+
+    calls.clear()
+
+    def always_dies(source, output, **kw):
+        calls.append(1)
+        raise RuntimeError("Kernel died before replying to kernel_info")
+
+    monkeypatch.setattr(pm, "execute_notebook", always_dies)
+    with pytest.raises(RuntimeError, match="kernel_info"):
+        nbs.execute(tmp_path / "in.ipynb", tmp_path / "out2.ipynb", {})
+    assert len(calls) == nbs.KERNEL_START_ATTEMPTS
+
+    calls.clear()
+
+    def cell_fails(source, output, **kw):
+        calls.append(1)
+        raise pm.PapermillExecutionError(0, 1, "boom", "ValueError", "boom", [])
+
+    monkeypatch.setattr(pm, "execute_notebook", cell_fails)
+    with pytest.raises(pm.PapermillExecutionError):
+        nbs.execute(tmp_path / "in.ipynb", tmp_path / "out3.ipynb", {})
+    assert len(calls) == 1
