@@ -64,20 +64,7 @@ def strip_volatile(nb: Any) -> Any:
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.source = unpublish(cell.source)
             cell["id"] = "injected-parameters"  # papermill draws a random id on every run
-    return _renumber_widgets(_blank_volatile(nb))
-
-
-def _blank_volatile(nb: Any) -> Any:
-    """Widget state texts marked ``<span class='fer-volatile'>...</span>`` (:data:`VOLATILE`), saved as "…"."""
-    import re
-
-    import nbformat
-
-    if not nb.metadata.get("widgets"):
-        return nb
-    text = nbformat.writes(nb)
-    blanked = re.sub(rf"(<span class='{VOLATILE}'>)[^<]*(</span>)", "\\g<1>…\\g<2>", text)
-    return nb if blanked == text else nbformat.reads(blanked, as_version=4)
+    return _tidy_widgets(nb)
 
 
 #: What replaces ``publish = True`` in a saved notebook's injected parameters.
@@ -92,8 +79,9 @@ def unpublish(source: str) -> str:
     return "\n".join(UNPUBLISHED if ln.strip() == "publish = True" else ln for ln in source.split("\n"))
 
 
-def _renumber_widgets(nb: Any) -> Any:
-    """Give the saved widgets ids numbered in a canonical order instead of random ones (the ids link the
+def _tidy_widgets(nb: Any) -> Any:
+    """Widget texts marked ``<span class='fer-volatile'>...</span>`` (:data:`VOLATILE`) saved as "…", and
+    the saved widgets given ids numbered in a canonical order instead of random ones (the ids link the
     widget state to the outputs; random ids would change every line that names one on each run): the
     widgets the outputs display, in cell order, then those they reference (``IPY_MODEL_<id>`` in their
     state, in sorted-key order), depth first; widgets nothing reaches last, ordered by their state.
@@ -124,7 +112,7 @@ def _renumber_widgets(nb: Any) -> Any:
     rest = sorted((m for m in state if m not in order),
                   key=lambda m: ref.sub("IPY_MODEL_", json.dumps(state[m], sort_keys=True)))
     new = {old: f"{i + 1:032x}" for i, old in enumerate(order + rest)}
-    text = nbformat.writes(nb)
+    text = re.sub(rf"(<span class='{VOLATILE}'>)[^<]*(</span>)", "\\g<1>…\\g<2>", nbformat.writes(nb))
     for old in sorted(new, key=lambda m: new[m]):
         text = text.replace(old, "\0" + new[old])  # marked, so a new id is never taken for an old one
     out = nbformat.reads(text.replace("\0", ""), as_version=4)

@@ -164,13 +164,7 @@ def demo(n: int = 3000, seeds: list[int] | None = None, jobs: int = 2, sr_steps:
 
     seeds = list(seeds or DEFAULT_SEEDS["demo"])
     t0 = time.perf_counter()
-    phases: list[tuple[str, float]] = []
-    mark = [t0]
-
-    def phase_done(name: str) -> None:
-        now = time.perf_counter()
-        phases.append((name, now - mark[0]))
-        mark[0] = now
+    ends: list[tuple[str, float]] = [("start", t0)]  # (phase, when it ended)
 
     log(f"== 1/6 SynthFER ({n} images, seed 0) and its RAF-DB-layout twin")
     ensure(DEMO_SYNTHFER, n=n, seed=0)
@@ -178,24 +172,25 @@ def demo(n: int = 3000, seeds: list[int] | None = None, jobs: int = 2, sr_steps:
     if not (raf / "basic" / "EmoLabel" / "list_patition_label.txt").exists():
         ensure(raf / "src", n=n, seed=1)
         write_rafdb_layout(raf / "src", raf / "basic", seed=1)
-    phase_done("data")
+    ends.append(("data", time.perf_counter()))
     log("== 2/6 facesr (x2) trained on SynthFER's renders, evaluated against bicubic")
     if not Path(DEMO_FACESR).exists():
         sr_train(DEMO_FACESR, steps=sr_steps)
     sr_eval([f"facesr={DEMO_FACESR}"], out=DEMO_SR_EVAL, log=log)
-    phase_done("facesr")
+    ends.append(("facesr", time.perf_counter()))
     log(f"== 3/6 {DATA_NOTEBOOK}")
     ok = run_notebook(DATA_NOTEBOOK, {"synth_n": n}, log=log)
-    phase_done(DATA_NOTEBOOK.removesuffix(".ipynb"))
+    ends.append((DATA_NOTEBOOK.removesuffix(".ipynb"), time.perf_counter()))
     log(f"== 4/6 Tables 1-4 on the demo profile, seeds {seeds} ({jobs} worker processes; "
         "fer-study run all --executor workers)")
     with WorkerPool(jobs) as pool:  # stale runs: retrained, logged
         s = run_grid("all", "demo", seeds, jobs=jobs, log=log, retrain_stale=True, train=pool)
-    phase_done("grid (SR caches, training)")
+    ends.append(("grid (SR caches, training)", time.perf_counter()))
     log("== 5/6 tables and Figure 2")
     ok &= report("demo", seeds, log=log)
-    phase_done("report")
-    log(f"== 6/6 done in {time.perf_counter() - t0:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in phases) + ")")
+    ends.append(("report", time.perf_counter()))
+    took = ", ".join(f"{name} {t - t_before:.0f} s" for (_, t_before), (name, t) in zip(ends, ends[1:]))
+    log(f"== 6/6 done in {time.perf_counter() - t0:.0f} s ({took})")
     log("written: results/tables/table{1,2,3,4}.{csv,md,tex}, figures/figure2.{png,pdf}, figures/data_*.png, "
         f"{DEMO_SR_EVAL}.{{json,md}}, notebooks/*.ipynb (executed), results/runs/ (per run)")
     log("All demo numbers are on SynthFER (synthetic) with CPU-sized models; the paper's numbers are shown beside them.")
