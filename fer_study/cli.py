@@ -106,7 +106,10 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
     print(f"{m['run_id']}{tag}, seed {m['seed']}, n={m['n']}")
     print(f"clean   : test acc {c['test_acc']:.4f}  mean-class {c['test_mean_class_acc']:.4f}  "
           f"(model of epoch {c['selected_epoch']}, valid acc {c['valid_acc']:.4f})")
-    print(f"authors : test acc {au['test_acc']:.4f} (best epoch {au['best_epoch']} on test, random transform)")
+    if au.get("test_acc") is None:
+        print("authors : not run (authors_protocol=false)")
+    else:
+        print(f"authors : test acc {au['test_acc']:.4f} (best epoch {au['best_epoch']} on test, random transform)")
     return 0
 
 

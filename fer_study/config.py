@@ -19,19 +19,20 @@ from typing import Any
 import torch
 
 from fer_study.errors import ConfigError
+from fer_study.io import ONEDNN_ISA_ALIASES, ONEDNN_ISAS
 from fer_study.models.classifier import ModelConfig
 from fer_study.models.sr import check_sr_weights
 from fer_study.overrides import check_fields, check_paths, option, parse_value, unknown_key
 
 #: Keys that do not change a run's result (excluded from the run id).
-NON_RESULT_KEYS = ("device", "progress", "runs_dir", "cache_dir", "compile")
+NON_RESULT_KEYS = ("device", "progress", "runs_dir", "cache_dir", "compile", "onednn_max_isa")
 #: Keys added after runs existed, with the value every older config implicitly had: a stored config
 #: without the key reads as that value, and the key is hashed only when it differs from it, so old run
 #: ids stay valid and name what they trained. ``pipeline`` 1 is the code before the fidelity changes
 #: (grey SR, resizer before normalisation, bilinear [1, 1.2] augmentation, StepLR one epoch late,
 #: last partial batch dropped, grey RAF-DB); it can be read, not retrained.
 LATER_KEYS: dict[str, Any] = {"sr_precision": "fp32", "pipeline": 1, "drop_last": True, "rafdb_grey": True,
-                              "pdls_alpha": None}
+                              "pdls_alpha": None, "authors_protocol": True}
 LATER_MODEL_KEYS: dict[str, Any] = {"normalise": "backbone", "stn_align_corners": False,
                                      # strictness decides whether a run trains, not what it computes
                                      "checkpoint_strict": True}
@@ -86,10 +87,14 @@ class TrainConfig:
     rafdb_grey: bool = False  # RAF-DB is RGB; the paper resizes it to 48 px, keeping colour
     pipeline: int = option(PIPELINE, choices=(PIPELINE,), note="configs of pipeline 1 can be read, not retrained")
     seed: int = option(1111, ge=0)
+    # the authors' protocol (fer_study.training.loop): one test pass per epoch under the training transform
+    authors_protocol: bool = True
     # execution
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps (checked against this machine by validate)
     amp: bool = True  # bf16 autocast on CUDA and on CPUs with native bf16 (fer_study.training.precision.amp_active)
     compile: bool = False
+    # oneDNN's instruction-set cap for CPU runs (fer_study.onednn; env.json records the kernel that ran)
+    onednn_max_isa: str | None = option(None, choices=tuple(ONEDNN_ISAS) + tuple(ONEDNN_ISA_ALIASES))
     progress: bool = True
     runs_dir: str = "results/runs"
     cache_dir: str = "cache/sr"
@@ -220,17 +225,22 @@ def demo_profile() -> TrainConfig:
     random-init backbones with a convolutional stem (from-scratch transformers with patchify stems stay
     at the majority class for tens of epochs here), 4 epochs of batch 32 at lr 1e-3 with warm-up +
     cosine (at 1.5e-3 and above, ConViT and the STN settings stayed at the majority class in some
-    seeds; 3 epochs of batch 16 left seeds before or after that plateau: seed std up to 24 points).
-    60 warm-up steps, not 30: on oneDNN's AVX2 float path one seed of the Swin-B stand-in + STN cell
-    sat at the majority class with 30 (1 of 20 seeds; 0 of 20 with 60: suggestive only, Fisher p = 1;
-    results/repro/2026-11-29_stall_sweep); the whole demo re-run on that path with 60 had no such run."""
+    seeds; 3 epochs left 5 of 21 cells above a 2-point seed std: results/repro/2026-11-29_convit_epochs);
+    the ConViT stand-in 8 (:data:`PROFILE_BACKBONE_RECIPES`). 60 warm-up steps, not 30: on oneDNN's AVX2
+    float path one seed of the Swin-B stand-in + STN cell sat at the majority class with 30 (1 of 20 seeds;
+    0 of 20 with 60: suggestive only, Fisher p = 1; results/repro/2026-11-29_stall_sweep).
+    For time: oneDNN capped at AVX2 (:mod:`fer_study.onednn`: its AVX2 kernels run the resizer's
+    small-channel convolutions faster than its AVX-512 ones on the 2-core machine, and put AVX2-only
+    and AVX-512 machines on the same kernels) and no authors'-protocol test pass per epoch
+    (``authors_protocol=false``; the ferplus-cpu and paper profiles keep it)."""
     return TrainConfig(
         dataset="synthfer", synthfer_root="data/synthfer", rafdb_root="data/synthfer_rafdb/basic",  # RAF-DB-layout twin
         sr_backend="facesr", sr_weights="cache/facesr/facesr.pt",
         model=ModelConfig(backbone="tiny_swin_s", up="sr", down="ltr", stn=False, sr_size=96, img_size=48,
                           head="linear", stem="conv", ltr_n=8),
         prior="votes", optimizer="adamw", lr=1e-3, weight_decay=0.05, batch_size=32, epochs=4,
-        schedule="cosine", warmup_steps=60, augment="light", seed=0, amp=False)
+        schedule="cosine", warmup_steps=60, augment="light", seed=0, amp=False,
+        authors_protocol=False, onednn_max_isa="avx2")
 
 
 #: The ``ferplus-cpu`` profile's facesr weights (``fer-study sr train --folder FERPLUS/FER2013Train
@@ -310,11 +320,28 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str] | dict[str, Any]) -> 
     return new
 
 
+#: A profile's training settings for one stand-in, applied by :func:`make_config` where the overrides leave
+#: them unset (so a table cell and ``fer-study train --set model.backbone=...`` train the same run). The
+#: demo's ConViT stand-in is the one still learning at epoch 4 (validation 85-91 %, the others 92-95 %):
+#: its CE + vanilla cell's seed std was 2.35 points at 4 epochs (seeds 0-5), 0.51 at 6; its F-PDLS + proposed
+#: cell's 1.72 and 2.39 at 6 (two demos), 0.64 at 8 (results/repro/2026-11-29_convit_epochs). It trains 8,
+#: its vanilla and proposed cells alike.
+PROFILE_BACKBONE_RECIPES: dict[str, dict[str, dict[str, Any]]] = {"demo": {"tiny_convit": {"epochs": 8}}}
+
+
 def make_config(profile: str = "demo", overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
-    """A profile with overrides, validated (see :func:`apply_overrides`)."""
+    """A profile with overrides, validated (see :func:`apply_overrides`), then the profile's settings for
+    the chosen backbone (:data:`PROFILE_BACKBONE_RECIPES`) that the overrides do not name."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(sorted(PROFILES))}")
-    return apply_overrides(PROFILES[profile](), overrides or [])
+    cfg = apply_overrides(PROFILES[profile](), overrides or [])
+    recipe = PROFILE_BACKBONE_RECIPES.get(profile, {}).get(cfg.model.backbone, {})
+    named = {k for k, _, _ in _items(overrides or [])}
+    extra = {k: v for k, v in recipe.items() if k not in named}
+    if extra:
+        cfg = replace(cfg, **extra)
+        cfg.validate(check_files=set())
+    return cfg
 
 
 def read_config(path: str | Path) -> TrainConfig:

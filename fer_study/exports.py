@@ -269,10 +269,11 @@ def table_caption(name: str, df: pd.DataFrame, notes: str) -> str:
     if len(set(ns)) > 1:
         over += "; a cell over another number of seeds gives it (n=...)"
     lines = notes.splitlines()
+    authors = "" if "authors' protocol was not run" in notes else \
+        " and the authors' protocol (best test epoch; optimistic)"
     parts = [f"{title[:1].upper()}{title[1:]}." if title else "",
-             f"Test accuracy (%) of this study, {over}, under the clean protocol (model chosen on validation) "
-             "and the authors' protocol (best test epoch; optimistic), beside the numbers the paper reports "
-             "on real FERPlus/RAF-DB."]
+             f"Test accuracy (%) of this study, {over}, under the clean protocol (model chosen on validation)"
+             f"{authors}, beside the numbers the paper reports on real FERPlus/RAF-DB."]
     if any(x.startswith("DEMO:") for x in lines):
         parts.append("Demo run: SynthFER, a synthetic data set, and CPU-sized stand-in backbones; "
                      "these numbers say nothing about real FER accuracy.")

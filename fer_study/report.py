@@ -145,7 +145,9 @@ def collect(spec: TableSpec, profile: str, seeds: list[int] | None = None,
             cr.seeds.append(s)
             cr.runs.append(run)
             cr.clean.append(100 * m["protocols"]["clean"]["test_acc"])
-            cr.authors.append(100 * m["protocols"]["authors"]["test_acc"])
+            auth = (m["protocols"].get("authors") or {}).get("test_acc")
+            if auth is not None:  # None: trained with authors_protocol=false
+                cr.authors.append(100 * auth)
             k, share = one_class_share(m["protocols"]["clean"]["confusion"])
             if share >= COLLAPSE_SHARE:
                 classes = m.get("classes") or []
@@ -292,13 +294,17 @@ LAYOUTS = {"pairs": _pairs, "rows": _rows, "sota": _sota}
 def _recipe_note(profile: str, overrides: list[str] | None, res: dict[str, CellRuns] | None = None) -> str:
     """What a CPU-scale profile trained: read from the config of a run in the table (else from the
     profile with the report's overrides), not restated by hand."""
-    found = [r for v in (res or {}).values() for r in v.runs]
-    c = found[0].config() if found else make_config(profile, [o for o in overrides or [] if not o.startswith("runs_dir=")])
+    configs = [r.config() for v in (res or {}).values() for r in v.runs]
+    # the most common recipe; stand-ins that train longer (config.PROFILE_BACKBONE_RECIPES) named after it
+    c = max(configs, key=lambda x: sum(y.epochs == x.epochs for y in configs)) if configs else \
+        make_config(profile, [o for o in overrides or [] if not o.startswith("runs_dir=")])
     maps = ", ".join(f"{k}→{v}" for k, v in PROFILE_BACKBONES[profile].items())
     m = c.model
     stem = {"conv": "a conv stem", "conv_wide": "a wide conv stem"}.get(m.stem, f"stem {m.stem}")
     opt = {"adamw": "AdamW", "adam": "Adam"}.get(c.optimizer, c.optimizer)
-    train = f"{c.epochs} epochs of batch {c.batch_size} ({opt} lr {c.lr:g}, {c.schedule})"
+    longer = sorted({(x.model.backbone, x.epochs) for x in configs if x.epochs != c.epochs})
+    also = f"; {', '.join(f'{b} {e}' for b, e in longer)} epochs" if longer else ""
+    train = f"{c.epochs} epochs{also} of batch {c.batch_size} ({opt} lr {c.lr:g}, {c.schedule})"
     sr = f"{c.sr_backend} x{m.sr_size // m.input_size} ({m.input_size}->{m.sr_size}) instead of DIC x8 (48->384)"
     if PROFILE_BACKBONES[profile] is DEMO_BACKBONE:
         return (f"DEMO: SynthFER and CPU-sized random-init stand-ins ({maps}) with {stem} at {m.img_size} px, "
@@ -326,7 +332,10 @@ def build_table(table: str, profile: str, seeds: object = None,
              f"Our data: {', '.join(datasets) or 'no finished runs yet'}. Paper numbers: real FERPlus/RAF-DB, "
              "copied from the paper, shown beside ours, never computed here.",
              "Protocols: clean = model chosen on validation, deterministic transform, full test set; authors' = best "
-             "test epoch under the random training transform (optimistic; the authors' code).",
+             "test epoch under the random training transform (optimistic; the authors' code)."
+             + ("" if any(v.authors for v in res.values()) else
+                " The authors' protocol was not run for these runs (authors_protocol=false: no test pass per "
+                "epoch), hence its – cells."),
              f"Significance: {TEST_NAME}, for the clean-protocol accuracy difference (points) against the row's "
              f"baseline over matched seeds; significant only with >= {MIN_SEEDS} seeds, an interval excluding "
              f"0 and a Holm-adjusted p below {ALPHA:g} over the table's comparisons (so that a table's verdicts "

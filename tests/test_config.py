@@ -329,3 +329,31 @@ def test_run_id_same_for_relative_and_absolute_paths_inside_the_checkout():
     ab = make_config("demo", [f"synthfer_root={root / 'data' / 'synthfer'}"])
     assert rel.run_id() == ab.run_id() == make_config("demo").run_id()
     assert make_config("demo", ["synthfer_root=/elsewhere/synthfer"]).run_id() != rel.run_id()
+
+
+def test_a_profiles_recipe_for_one_stand_in_applies_unless_overridden():
+    """The demo trains its ConViT stand-in 8 epochs (config.PROFILE_BACKBONE_RECIPES), in a table cell
+    and in a single `fer-study train` alike; an explicit epochs override wins; other stand-ins keep 4."""
+    from fer_study.config import PROFILE_BACKBONE_RECIPES
+    from fer_study.tables import TABLES, cell_config
+
+    assert PROFILE_BACKBONE_RECIPES["demo"] == {"tiny_convit": {"epochs": 8}}
+    assert make_config("demo", ["model.backbone=tiny_convit"]).epochs == 8
+    assert make_config("demo", {"model.backbone": "tiny_convit"}).epochs == 8
+    assert make_config("demo", ["model.backbone=tiny_convit", "epochs=3"]).epochs == 3
+    assert make_config("demo").epochs == 4 and make_config("demo", ["model.backbone=tiny_vit"]).epochs == 4
+    assert make_config("paper", ["model.backbone=convit_s"]).epochs == 100  # the paper profile has no recipes
+    t1 = TABLES["table1"]
+    epochs = {c.key: cell_config(c, "demo", 0).epochs for c in t1.cells}
+    assert {k for k, e in epochs.items() if e == 8} == {"ConViT|CE + Vanilla", "ConViT|F-PDLS + Proposed"}
+    assert set(epochs.values()) == {4, 8}
+    assert cell_config(t1.cell("ConViT|CE + Vanilla"), "demo", 0, ["epochs=2"]).epochs == 2  # --set wins
+
+
+def test_demo_runs_without_the_authors_test_pass_and_with_the_avx2_cap():
+    from fer_study.config import LATER_KEYS, NON_RESULT_KEYS
+
+    demo = make_config("demo")
+    assert demo.authors_protocol is False and demo.onednn_max_isa == "avx2"
+    assert make_config("paper").authors_protocol is True and make_config("ferplus-cpu").authors_protocol is True
+    assert LATER_KEYS["authors_protocol"] is True and "onednn_max_isa" in NON_RESULT_KEYS

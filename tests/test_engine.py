@@ -52,7 +52,7 @@ def test_run_id_ignores_execution_keys_and_tracks_result_keys(synth_root, tmp_pa
 
 def test_learns_above_chance_and_records_both_protocols(synth_root, tmp_path):
     cfg = _cfg(synth_root, tmp_path, epochs=6, **{"model.backbone": "tiny_swin_s", "model.down": "none"},
-               max_train="null")
+               max_train="null", authors_protocol="true")
     d = train(cfg)
     m = load_metrics(d)
     clean, authors = m["protocols"]["clean"], m["protocols"]["authors"]
@@ -71,6 +71,29 @@ def test_learns_above_chance_and_records_both_protocols(synth_root, tmp_path):
     # a finished run is skipped, not retrained
     mtime = (d / "metrics.json").stat().st_mtime_ns
     assert train(cfg) == d and (d / "metrics.json").stat().st_mtime_ns == mtime
+
+
+def test_skipping_the_authors_protocol_leaves_the_clean_result_unchanged(synth_root, tmp_path):
+    """authors_protocol=false (the demo's setting) drops the per-epoch test pass only: the clean protocol's
+    model, predictions and accuracy are those of the same run with the pass (it has its own generator)."""
+    with_auth = _cfg(synth_root, tmp_path, authors_protocol="true")
+    without = _cfg(synth_root, tmp_path)  # the demo profile's own setting
+    assert without.authors_protocol is False
+    assert with_auth.run_id() != without.run_id()  # a key added later, hashed only away from its default (true)
+    d = with_auth.to_dict()
+    d.pop("authors_protocol")
+    assert TrainConfig.from_dict(d).run_id() == with_auth.run_id()  # older runs keep their ids
+    a, b = Run(train(with_auth)), Run(train(without))
+    ma, mb = a.metrics(), b.metrics()
+    assert mb["protocols"]["clean"] == ma["protocols"]["clean"]
+    assert a.file("predictions.csv").read_bytes() == b.file("predictions.csv").read_bytes()
+    assert ma["protocols"]["authors"]["test_acc"] is not None
+    assert mb["protocols"]["authors"]["test_acc"] is None and mb["protocols"]["authors"]["best_epoch"] is None
+    import pandas as pd
+
+    assert pd.read_csv(b.file("history.csv"))["test_authors_acc"].isna().all()
+    out = subprocess.run([sys.executable, "-m", "fer_study.cli", "evaluate", str(b.path)], capture_output=True, text=True)
+    assert out.returncode == 0 and "authors : not run (authors_protocol=false)" in out.stdout, out.stderr[-2000:]
 
 
 @pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])

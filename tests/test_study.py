@@ -262,3 +262,28 @@ def test_gpu_workers_never_share_a_device(tmp_path):
 
     summary = run_grid("table2", "demo", [0], over, devices=["cuda:0", "cuda:1"], log=lambda *_: None, train=fake)
     assert len(summary["failed"]) == 6 and not overlaps, overlaps
+
+
+def test_rafdb_twin_is_rewritten_when_its_source_changes(tmp_path):
+    """The demo's RAF-DB-layout twin (Table 4's RAF-DB row) follows its source's settings: a second call
+    with the same n keeps it, another n rewrites source and layout (no stale copy is read)."""
+    from fer_study.data.rafdb import load_rafdb
+    from fer_study.study import ensure_rafdb_twin
+
+    basic = ensure_rafdb_twin(tmp_path / "twin", n=160)
+    label = basic / "EmoLabel" / "list_patition_label.txt"
+    first = label.read_text()
+    n_first = len(first.splitlines())
+    assert 0 < n_first <= 160 and (basic / "twin.json").is_file()
+    mtime = label.stat().st_mtime_ns
+    assert ensure_rafdb_twin(tmp_path / "twin", n=160) == basic and label.stat().st_mtime_ns == mtime
+    ensure_rafdb_twin(tmp_path / "twin", n=240)
+    n_second = len(label.read_text().splitlines())
+    assert n_second > n_first
+    tr, te = load_rafdb(basic, "train", downscale_to=48), load_rafdb(basic, "test", downscale_to=48)
+    assert len(tr) + len(te) == n_second
+    import inspect
+
+    from fer_study.study import demo
+
+    assert inspect.signature(demo).parameters["rafdb_n"].default == 1500
