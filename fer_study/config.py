@@ -24,7 +24,8 @@ from fer_study.models.classifier import ModelConfig
 from fer_study.models.sr import check_sr_weights
 from fer_study.overrides import check_fields, check_paths, option, parse_value, unknown_key
 
-#: Keys that do not change a run's result (excluded from the run id).
+#: Keys excluded from the run id: where and how a run executes, not what it trains (like the thread count,
+#: ``device`` and ``onednn_max_isa`` change float rounding, hence bits; env.json records them).
 NON_RESULT_KEYS = ("device", "progress", "runs_dir", "cache_dir", "compile", "onednn_max_isa")
 #: Keys added after runs existed, with the value every older config implicitly had: a stored config
 #: without the key reads as that value, and the key is hashed only when it differs from it, so old run
@@ -329,19 +330,29 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str] | dict[str, Any]) -> 
 PROFILE_BACKBONE_RECIPES: dict[str, dict[str, dict[str, Any]]] = {"demo": {"tiny_convit": {"epochs": 8}}}
 
 
+def named_keys(overrides: list[str] | dict[str, Any] | None) -> set[str]:
+    """The keys a list or dict of overrides sets."""
+    return {k for k, _, _ in _items(overrides or [])}
+
+
+def apply_recipe(profile: str, cfg: TrainConfig, named: Collection[str] = ()) -> TrainConfig:
+    """``cfg`` with the profile's settings for its backbone (:data:`PROFILE_BACKBONE_RECIPES`), except
+    those ``named`` (keys the caller set explicitly)."""
+    recipe = PROFILE_BACKBONE_RECIPES.get(profile, {}).get(cfg.model.backbone, {})
+    extra = {k: v for k, v in recipe.items() if k not in named}
+    if not extra:
+        return cfg
+    cfg = replace(cfg, **extra)
+    cfg.validate(check_files=set())
+    return cfg
+
+
 def make_config(profile: str = "demo", overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
     """A profile with overrides, validated (see :func:`apply_overrides`), then the profile's settings for
-    the chosen backbone (:data:`PROFILE_BACKBONE_RECIPES`) that the overrides do not name."""
+    the chosen backbone (:func:`apply_recipe`) that the overrides do not name."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(sorted(PROFILES))}")
-    cfg = apply_overrides(PROFILES[profile](), overrides or [])
-    recipe = PROFILE_BACKBONE_RECIPES.get(profile, {}).get(cfg.model.backbone, {})
-    named = {k for k, _, _ in _items(overrides or [])}
-    extra = {k: v for k, v in recipe.items() if k not in named}
-    if extra:
-        cfg = replace(cfg, **extra)
-        cfg.validate(check_files=set())
-    return cfg
+    return apply_recipe(profile, apply_overrides(PROFILES[profile](), overrides or []), named_keys(overrides))
 
 
 def read_config(path: str | Path) -> TrainConfig:

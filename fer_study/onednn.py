@@ -22,6 +22,7 @@ import warnings
 from typing import Any
 
 ENV = "ONEDNN_MAX_CPU_ISA"
+OLD_ENV = "DNNL_MAX_CPU_ISA"  # the older name, read by oneDNN where ENV is unset
 _VERBOSE_IMPL = re.compile(r",convolution,([^,]+),")
 
 
@@ -36,18 +37,21 @@ def conv_impl() -> str | None:
         return None
     x = torch.zeros(2, 8, 32, 32).contiguous(memory_format=torch.channels_last)  # big enough for oneDNN
     w = torch.zeros(8, 8, 3, 3).contiguous(memory_format=torch.channels_last)
-    sys.stdout.flush()
-    with tempfile.TemporaryFile() as tmp:
-        saved = os.dup(1)
-        os.dup2(tmp.fileno(), 1)
-        try:
-            with torch.no_grad(), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
-                F.conv2d(x, w)
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-        tmp.seek(0)
-        text = tmp.read().decode(errors="replace")
+    try:
+        sys.stdout.flush()
+        with tempfile.TemporaryFile() as tmp:
+            saved = os.dup(1)
+            os.dup2(tmp.fileno(), 1)
+            try:
+                with torch.no_grad(), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                    F.conv2d(x, w)
+            finally:
+                os.dup2(saved, 1)
+                os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace")
+    except (AssertionError, RuntimeError, OSError, ValueError):  # no verbose support, no fd 1: unknown
+        return None
     m = _VERBOSE_IMPL.search(text)
     return m.group(1) if m else None
 
@@ -75,13 +79,13 @@ def within(isa: str | None, cap: str) -> bool | None:
 def apply_isa_cap(cap: str | None) -> dict[str, Any]:
     """Ask oneDNN to stay at or below ``cap`` (a oneDNN ISA name, e.g. ``avx2``; None: no request) and
     report what holds: ``{"requested", "env", "set_here", "conv_impl", "applied"}``. An ``ONEDNN_MAX_CPU_ISA``
-    already in the environment is kept (``set_here`` false: the caller's choice, e.g. the test suite's
+    (or ``DNNL_MAX_CPU_ISA``) already in the environment is kept (``set_here`` false: the caller's choice, e.g. the test suite's
     ``ALL``). ``applied`` is True when the measured kernel is within the cap, False when it is not (with a
     warning where the cap was set here: oneDNN had started earlier in this process), None when it cannot
     be told."""
+    preset = os.environ.get(ENV) or os.environ.get(OLD_ENV)  # oneDNN reads either (ONEDNN_ first)
     if cap is None:
-        return {"requested": None, "env": os.environ.get(ENV), "conv_impl": conv_impl(), "applied": None}
-    preset = os.environ.get(ENV)
+        return {"requested": None, "env": preset, "set_here": False, "conv_impl": conv_impl(), "applied": None}
     if preset is None:
         os.environ[ENV] = cap.upper()
     impl = conv_impl()
@@ -90,5 +94,5 @@ def apply_isa_cap(cap: str | None) -> dict[str, Any]:
         warnings.warn(f"oneDNN runs {impl} although this run asks for {ENV}={cap.upper()}: oneDNN had already started "
                       "in this process, so the cap came too late; start a fresh process (fer-study train / run) for "
                       "the capped kernels. env.json records the kernel that ran.", RuntimeWarning, stacklevel=2)
-    return {"requested": cap, "env": os.environ.get(ENV), "set_here": preset is None, "conv_impl": impl,
-            "applied": ok}
+    return {"requested": cap, "env": os.environ.get(ENV) or os.environ.get(OLD_ENV), "set_here": preset is None,
+            "conv_impl": impl, "applied": ok}

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fer_study.compare import DID_NOT_LEARN
-from fer_study.config import make_config
+from fer_study.config import PROFILE_BACKBONE_RECIPES, make_config
 from fer_study.exports import (  # noqa: F401 - the export API, re-exported for notebooks and tests
     Value,
     accuracy_columns,
@@ -302,8 +302,9 @@ def _recipe_note(profile: str, overrides: list[str] | None, res: dict[str, CellR
     m = c.model
     stem = {"conv": "a conv stem", "conv_wide": "a wide conv stem"}.get(m.stem, f"stem {m.stem}")
     opt = {"adamw": "AdamW", "adam": "Adam"}.get(c.optimizer, c.optimizer)
-    longer = sorted({(x.model.backbone, x.epochs) for x in configs if x.epochs != c.epochs})
-    also = f"; {', '.join(f'{b} {e}' for b, e in longer)} epochs" if longer else ""
+    others = sorted({(x.model.backbone, x.epochs) for x in configs if x.epochs != c.epochs}) if configs else \
+        sorted((b, r["epochs"]) for b, r in PROFILE_BACKBONE_RECIPES.get(profile, {}).items() if "epochs" in r)
+    also = f"; {', '.join(f'{b} {e}' for b, e in others)} epochs" if others else ""
     train = f"{c.epochs} epochs{also} of batch {c.batch_size} ({opt} lr {c.lr:g}, {c.schedule})"
     sr = f"{c.sr_backend} x{m.sr_size // m.input_size} ({m.input_size}->{m.sr_size}) instead of DIC x8 (48->384)"
     if PROFILE_BACKBONES[profile] is DEMO_BACKBONE:
@@ -333,7 +334,7 @@ def build_table(table: str, profile: str, seeds: object = None,
              "copied from the paper, shown beside ours, never computed here.",
              "Protocols: clean = model chosen on validation, deterministic transform, full test set; authors' = best "
              "test epoch under the random training transform (optimistic; the authors' code)."
-             + ("" if any(v.authors for v in res.values()) else
+             + ("" if any(v.authors for v in res.values()) or not any(v.runs for v in res.values()) else
                 " The authors' protocol was not run for these runs (authors_protocol=false: no test pass per "
                 "epoch), hence its – cells."),
              f"Significance: {TEST_NAME}, for the clean-protocol accuracy difference (points) against the row's "

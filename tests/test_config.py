@@ -348,6 +348,9 @@ def test_a_profiles_recipe_for_one_stand_in_applies_unless_overridden():
     assert {k for k, e in epochs.items() if e == 8} == {"ConViT|CE + Vanilla", "ConViT|F-PDLS + Proposed"}
     assert set(epochs.values()) == {4, 8}
     assert cell_config(t1.cell("ConViT|CE + Vanilla"), "demo", 0, ["epochs=2"]).epochs == 2  # --set wins
+    # the recipe follows the backbone the run ends up with, whoever chose it
+    assert cell_config(TABLES["table2"].cell("a"), "demo", 0, ["model.backbone=tiny_convit"]).epochs == 8
+    assert cell_config(t1.cell("ConViT|CE + Vanilla"), "demo", 0, ["model.backbone=tiny_swin_s"]).epochs == 4
 
 
 def test_demo_runs_without_the_authors_test_pass_and_with_the_avx2_cap():

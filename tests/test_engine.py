@@ -68,6 +68,10 @@ def test_learns_above_chance_and_records_both_protocols(synth_root, tmp_path):
     assert len((d / "predictions.csv").read_text().strip().splitlines()) == m["n"]["test"] + 1
     env = json.loads((d / "env.json").read_text())
     assert env["torch"] and env["git_sha"] and env["device"]
+    # the kernel oneDNN ran, read back from oneDNN (None only where it cannot tell); no cap asked here
+    k = env["onednn_kernels"]
+    assert k["requested"] == "avx2" and k["set_here"] is False and k["env"] == "ALL"  # tests/conftest.py keeps ALL
+    assert k["conv_impl"] is None or ":" in k["conv_impl"]
     # a finished run is skipped, not retrained
     mtime = (d / "metrics.json").stat().st_mtime_ns
     assert train(cfg) == d and (d / "metrics.json").stat().st_mtime_ns == mtime

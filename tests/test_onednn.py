@@ -72,6 +72,35 @@ def test_the_callers_own_setting_wins_and_is_recorded():
     assert r["env"] == "ALL" and r["set_here"] is False and r["applied"] is False and not r["warned"], r
 
 
+def test_the_older_variable_name_counts_as_the_callers_setting():
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")}
+    env["DNNL_MAX_CPU_ISA"] = "SSE41"
+    r = subprocess.run([sys.executable, "-c", PROBE, "cap_first", "avx2"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["env"] == "SSE41" and out["set_here"] is False and not out["warned"], out
+
+
+def test_probe_failure_reads_as_unknown(monkeypatch):
+    """A torch without oneDNN verbose support: the probe says None, the run goes on."""
+    from fer_study import onednn
+
+    class Broken:
+        def __init__(self, *a):
+            pass
+
+        def __enter__(self):
+            raise AssertionError("verbose unsupported")
+
+        def __exit__(self, *a):
+            return False
+
+    monkeypatch.setattr(torch.backends.mkldnn, "verbose", Broken)
+    assert onednn.conv_impl() is None
+    r = onednn.apply_isa_cap(None)
+    assert r["conv_impl"] is None and r["applied"] is None and r["set_here"] is False
+
+
 def test_demo_asks_for_avx2_and_the_cap_is_not_in_the_run_id():
     demo = make_config("demo")
     assert demo.onednn_max_isa == "avx2" and make_config("ferplus-cpu").onednn_max_isa is None  # bf16 needs AVX-512

@@ -89,8 +89,13 @@ class _NaNGuard:
 
 def _environment(device: torch.device, cfg: TrainConfig, dist: Dist, allocator: dict,
                  onednn: dict | None = None) -> dict[str, Any]:
-    return {**environment(device), "world_size": dist.world, "run_id": cfg.run_id(), "cpu_allocator": allocator,
-            "bf16_autocast": amp_active(device, cfg.amp), "onednn_kernels": onednn}
+    env = {**environment(device), "world_size": dist.world, "run_id": cfg.run_id(), "cpu_allocator": allocator,
+           "bf16_autocast": amp_active(device, cfg.amp), "onednn_kernels": onednn}
+    if onednn is not None and onednn.get("applied") is False and isinstance(env.get("onednn"), dict):
+        # onednn.dispatch_isa is derived from the environment variable, which did not take effect here
+        env["onednn"]["dispatch_isa_note"] = ("the ISA cap did not apply in this process: onednn_kernels.conv_impl "
+                                              "is the kernel that ran")
+    return env
 
 
 def epoch_batches(n: int, batch: int, drop_last: bool, world: int = 1) -> list[tuple[int, int]]:
