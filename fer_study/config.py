@@ -330,12 +330,12 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str] | dict[str, Any]) -> 
 PROFILE_BACKBONE_RECIPES: dict[str, dict[str, dict[str, Any]]] = {"demo": {"tiny_convit": {"epochs": 8}}}
 
 
-def named_keys(overrides: list[str] | dict[str, Any] | None) -> set[str]:
+def _named_keys(overrides: list[str] | dict[str, Any] | None) -> set[str]:
     """The keys a list or dict of overrides sets."""
     return {k for k, _, _ in _items(overrides or [])}
 
 
-def apply_recipe(profile: str, cfg: TrainConfig, named: Collection[str] = ()) -> TrainConfig:
+def _apply_recipe(profile: str, cfg: TrainConfig, named: Collection[str] = ()) -> TrainConfig:
     """``cfg`` with the profile's settings for its backbone (:data:`PROFILE_BACKBONE_RECIPES`), except
     those ``named`` (keys the caller set explicitly)."""
     recipe = PROFILE_BACKBONE_RECIPES.get(profile, {}).get(cfg.model.backbone, {})
@@ -347,12 +347,17 @@ def apply_recipe(profile: str, cfg: TrainConfig, named: Collection[str] = ()) ->
     return cfg
 
 
-def make_config(profile: str = "demo", overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
-    """A profile with overrides, validated (see :func:`apply_overrides`), then the profile's settings for
-    the chosen backbone (:func:`apply_recipe`) that the overrides do not name."""
+def make_config(profile: str = "demo", overrides: list[str] | dict[str, Any] | None = None,
+                user: list[str] | None = None) -> TrainConfig:
+    """A profile with ``overrides``, then ``user``'s (e.g. a table cell's, then ``--set``), each validated
+    (see :func:`apply_overrides`), then the profile's settings for the backbone the run ends up with
+    (:data:`PROFILE_BACKBONE_RECIPES`) that neither names."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; choose from {', '.join(sorted(PROFILES))}")
-    return apply_recipe(profile, apply_overrides(PROFILES[profile](), overrides or []), named_keys(overrides))
+    cfg = apply_overrides(PROFILES[profile](), overrides or [])
+    if user:
+        cfg = apply_overrides(cfg, user)
+    return _apply_recipe(profile, cfg, _named_keys(overrides) | _named_keys(user))
 
 
 def read_config(path: str | Path) -> TrainConfig:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fer_study.config import PROFILES, TrainConfig, apply_overrides, apply_recipe, make_config, named_keys
+from fer_study.config import TrainConfig, make_config
 
 #: The demo profile's CPU-sized stand-in of each paper backbone (same family, random init).
 DEMO_BACKBONE = {"vit_s": "tiny_vit", "deit_s": "tiny_deit", "convit_s": "tiny_convit", "xcit_s": "tiny_xcit",
@@ -207,13 +207,7 @@ def cell_config(cell: Cell, profile: str, seed: int, overrides: list[str] | None
     bmap = PROFILE_BACKBONES.get(profile, {})
     ov["model.backbone"] = bmap.get(ov["model.backbone"], ov["model.backbone"])
     ov["seed"] = seed
-    if profile not in PROFILES:
-        make_config(profile)  # the unknown-profile error
-    cfg = apply_overrides(PROFILES[profile](), ov)
-    if overrides:
-        cfg = apply_overrides(cfg, list(overrides))
-    # the backbone's recipe after the user's overrides, so that --set model.backbone=... gets its own
-    return apply_recipe(profile, cfg, named_keys(ov) | named_keys(overrides))
+    return make_config(profile, ov, list(overrides or []))  # the backbone's recipe follows the user's --set too
 
 
 if __name__ == "__main__":  # `python -m fer_study.tables --nbval`: the nbval list for the Makefile
