@@ -286,6 +286,8 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fer_study.data.synth import DEMO_SPLIT
+
     class Help(argparse.ArgumentDefaultsHelpFormatter):
         """--help shows each option's default, except where there is none (None, off) or the help says it."""
 
@@ -332,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--out", required=True, help="folder to write (e.g. data/synthfer, the demo profile's root)")
     sy.add_argument("--n", type=int, default=3000,
                     help="images to generate (left as they are, these options make the demo's data set)")
-    sy.add_argument("--split", type=float, nargs=3, default=[0.5, 0.1, 0.4], metavar=("TRAIN", "VALID", "TEST"),
+    sy.add_argument("--split", type=float, nargs=3, default=list(DEMO_SPLIT), metavar=("TRAIN", "VALID", "TEST"),
                     help="fractions of the three splits (FERPlus itself is 0.8 0.1 0.1)")
     sy.add_argument("--seed", type=int, default=0, help="generator seed (the data set is deterministic per seed)")
     sy.add_argument("--hr-size", type=int, default=192, help="render size of the high-resolution faces")
@@ -436,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=_cmd_report)
 
     de = sub.add_parser("demo", help="the whole study on SynthFER, CPU-sized (make demo)")
-    de.add_argument("--n", type=int, default=3000, help="SynthFER images (split 50/10/40: about 1,200 test images)")
+    de.add_argument("--n", type=int, default=3000, help="SynthFER images (split 45/10/45: about 1,350 test images)")
     de.add_argument("--jobs", type=int, default=2, help="worker processes training runs at once (CPU threads split between them)")
     de.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                     help="seeds of every grid cell (3: the fewest the significance test decides with)")

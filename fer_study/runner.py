@@ -93,9 +93,34 @@ def relative_cost(cfg: TrainConfig) -> float:
     return cfg.epochs * cost
 
 
-def longest_first(items: list[tuple[int, Job, PlannedRun]]) -> list[tuple[int, Job, PlannedRun]]:
-    """``(index, job, entry)`` items by decreasing :func:`relative_cost` (plan order among equals)."""
-    return sorted(items, key=lambda item: -relative_cost(item[1].config))
+def sr_cache_input(cfg: TrainConfig) -> tuple | None:
+    """What the SR cache a run reads is built from (data set, its root, SR model, size), or None for a
+    run that reads none (raw images; the oracle's renders)."""
+    if cfg.model.input_kind != "sr" or cfg.sr_backend == "oracle":
+        return None
+    return cfg.dataset, cfg.data_root, cfg.sr_backend, cfg.sr_weights, cfg.model.sr_size
+
+
+def longest_first(items: list[tuple[int, Job, PlannedRun]], workers: int = 1) -> list[tuple[int, Job, PlannedRun]]:
+    """``(index, job, entry)`` items by decreasing :func:`relative_cost` (plan order among equals).
+
+    With ``workers`` > 1 the first ``workers`` items (the runs started at once) read different SR caches
+    where the grid has such runs: the first run of a cache builds it while the others wait on its lock
+    (:mod:`fer_study.sr_cache`), so two first runs of one cache would leave a worker idle (the demo:
+    its three RAF-DB-twin runs, the costliest, came first, and the second waited 10 s for the first's cache)."""
+    order = sorted(items, key=lambda item: -relative_cost(item[1].config))
+    first: list[tuple[int, Job, PlannedRun]] = []
+    seen: set = set()
+    for item in order:
+        if len(first) == workers:
+            break
+        key = sr_cache_input(item[1].config)
+        if key is None or key not in seen:
+            first.append(item)
+            seen.add(key)
+    picked = {id(item) for item in first}
+    rest = [item for item in order if id(item) not in picked]
+    return first + rest
 
 
 def _train_in_notebook(job: Job, env: dict[str, str]) -> tuple[bool, str]:
@@ -256,7 +281,7 @@ def run_grid(table: str, profile: str, seeds: list[int], overrides: list[str] | 
     store.write_manifest(manifest)
     workers = len(devices) if devices else max(1, jobs)
     if workers > 1:  # longest first: the last runs to finish are short, so no worker idles for long
-        pending = longest_first(pending)
+        pending = longest_first(pending, workers)
     threads = max(1, (os.cpu_count() or 1) // workers)
     execute = train or _train_in_notebook
     free: queue.Queue[str] = queue.Queue()  # one device per worker: a run takes a free one, gives it back

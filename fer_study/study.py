@@ -122,23 +122,34 @@ def _weights_info(models: list[str]) -> dict[str, dict]:
 
 
 def report(profile: str, seeds: list[int] | None = None, overrides: list[str] | None = None,
-           log: Callable[[str], None] = print) -> bool:
+           log: Callable[[str], None] = print, jobs: int | None = None) -> bool:
     """Execute the table notebooks and the figure notebooks of ``profile`` over its trained runs (in place;
-    a profile with its own outputs, e.g. ``ferplus-cpu``: executed copies in its tables folder)."""
+    a profile with its own outputs, e.g. ``ferplus-cpu``: executed copies in its tables folder), ``jobs``
+    at a time (default: the CPU count, at most 2). The notebooks read runs and write only their own
+    outputs, so their order does not matter; each kernel's start-up (interpreter, imports) is most of a
+    notebook's few seconds, which two at a time overlap."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from fer_study.paths import PROFILE_OUTPUTS, figure_name, output_dir, project_root
 
     params = {"profile": profile, "seeds": list(seeds or []), "overrides": list(overrides or [])}
-    ok = True
     names = report_notebooks(profile)
     # a profile with its own outputs keeps its executed notebooks beside its tables: notebooks/ stays the
     # demo's (what nbval checks and a newcomer opens)
     nb_dir = output_dir("tables", True, profile=profile) / "notebooks" if profile in PROFILE_OUTPUTS else None
     if nb_dir is not None:
         nb_dir.mkdir(parents=True, exist_ok=True)
-    for k, name in enumerate(names, 1):
+
+    def one(k: int, name: str) -> bool:
         log(f"[{k}/{len(names)}] {name}")
         p = params if name != FIGURES["explore"].notebook else {"profile": profile, "overrides": params["overrides"]}
-        ok &= run_notebook(name, p, log=log, output=None if nb_dir is None else nb_dir / f"{name}.ipynb")
+        return run_notebook(name, p, log=log, output=None if nb_dir is None else nb_dir / f"{name}.ipynb")
+
+    workers = max(1, min(jobs or min(2, os.cpu_count() or 1), len(names)))
+    with ThreadPoolExecutor(max_workers=workers) as ex:  # papermill in threads, as `run --executor papermill`
+        # the figure notebooks (the slowest: they load models) first, so that no kernel starts last alone
+        futures = [ex.submit(one, k, name) for k, name in reversed(list(enumerate(names, 1)))]
+        ok = all([f.result() for f in futures])
     if nb_dir is not None and not ok:
         log("run records not exported: a notebook failed (the committed records stay those of the last good report)")
     elif nb_dir is not None:  # the runs' results beside the tables (the run store itself is not committed)
@@ -206,7 +217,7 @@ def demo(n: int = 3000, seeds: list[int] | None = None, jobs: int = 2, sr_steps:
         s = run_grid("all", "demo", seeds, jobs=jobs, log=log, retrain_stale=True, train=pool)
     ends.append(("grid (SR caches, training)", time.perf_counter()))
     log("== 5/6 tables and Figure 2")
-    ok &= report("demo", seeds, log=log)
+    ok &= report("demo", seeds, log=log, jobs=jobs)
     ends.append(("report", time.perf_counter()))
     took = ", ".join(f"{name} {t - t_before:.0f} s" for (_, t_before), (name, t) in zip(ends, ends[1:]))
     log(f"== 6/6 done in {time.perf_counter() - t0:.0f} s ({took})")

@@ -72,6 +72,7 @@ def test_learns_above_chance_and_records_both_protocols(synth_root, tmp_path):
     k = env["onednn_kernels"]
     assert k["requested"] == "avx2" and k["set_here"] is False and k["env"] == "ALL"  # tests/conftest.py keeps ALL
     assert k["conv_impl"] is None or ":" in k["conv_impl"]
+    assert env["optimizer_impl"] == "fused"  # PyTorch's fused AdamW on the CPU (fer_study.training.optim)
     # a finished run is skipped, not retrained
     mtime = (d / "metrics.json").stat().st_mtime_ns
     assert train(cfg) == d and (d / "metrics.json").stat().st_mtime_ns == mtime
@@ -137,6 +138,41 @@ def test_nan_guard_names_epoch_and_step_and_keeps_checkpoint(synth_root, tmp_pat
     d = Path(cfg.runs_dir) / cfg.run_id()
     assert (d / "checkpoint.pt").exists() and (d / "history.csv").exists() and (d / "failed.json").exists()
     assert not is_finished(d)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_fused_cpu_optimizer_is_the_for_loop_update(name):
+    """make_optimizer's fused CPU kernels apply the same Adam/AdamW update as PyTorch's for-loop one (50
+    steps of a small conv net, float32: equal to rounding; a net without BatchNorm, whose preceding biases
+    get gradients of rounding noise that Adam amplifies into unit steps), and make_optimizer uses them."""
+    import torch
+
+    from fer_study.training.optim import make_optimizer
+
+    def net() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.GELU(), torch.nn.Flatten(),
+                                   torch.nn.Linear(8 * 14 * 14, 4))
+
+    cfg = TrainConfig(optimizer=name, lr=1e-2, weight_decay=0.05)
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    start = net().state_dict()
+    ends = []
+    for fused in (True, False):
+        m = net()
+        opt = make_optimizer(cfg, m, torch.device("cpu")) if fused else cls(
+            m.parameters(), lr=1e-2, weight_decay=0.05, foreach=False)
+        assert opt.param_groups[0]["fused"] is fused or (not fused and not opt.param_groups[0]["fused"])
+        gen = torch.Generator().manual_seed(1)
+        for _ in range(50):
+            x, y = torch.rand(16, 3, 16, 16, generator=gen), torch.randint(0, 4, (16,), generator=gen)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(m(x), y).backward()
+            opt.step()
+        ends.append(m.state_dict())
+    for k in start:
+        assert torch.allclose(ends[0][k], ends[1][k], rtol=1e-4, atol=1e-6), k
+        assert not torch.allclose(ends[0][k], start[k], atol=1e-3), k  # and the weights did move
 
 
 def test_step_check_runs_before_the_weights_change():

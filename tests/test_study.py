@@ -287,3 +287,25 @@ def test_rafdb_twin_is_rewritten_when_its_source_changes(tmp_path):
     from fer_study.study import demo
 
     assert inspect.signature(demo).parameters["rafdb_n"].default == 1500
+
+
+def test_two_workers_start_on_different_sr_caches():
+    """The demo's grid with 2 workers: the two runs started first read different SR caches (the RAF-DB
+    twin's and SynthFER's), so neither waits for the other's cache to be built; after them the order is
+    by decreasing cost; one worker keeps plain longest-first order."""
+    from fer_study.runner import longest_first, relative_cost, sr_cache_input
+    from fer_study.runs import PlannedRun
+
+    jobs = plan("all", "demo", [0, 1, 2])
+    items = [(i, j, PlannedRun(j.run_id, j.seed, j.labels)) for i, j in enumerate(jobs, 1)]
+    one = longest_first(items)
+    two = longest_first(items, workers=2)
+    assert sorted(i for i, _, _ in two) == sorted(i for i, _, _ in one) == list(range(1, len(jobs) + 1))
+    keys = [sr_cache_input(j.config) for _, j, _ in two[:2]]
+    assert None not in keys and keys[0] != keys[1], keys
+    assert {k[0] for k in keys} == {"rafdb", "synthfer"}
+    assert sr_cache_input(one[0][1].config) == sr_cache_input(one[1][1].config)  # what it avoids
+    costs = [relative_cost(j.config) for _, j, _ in two[2:]]
+    assert costs == sorted(costs, reverse=True)
+    oracle = next(j for j in jobs if j.config.sr_backend == "oracle")
+    assert sr_cache_input(oracle.config) is None

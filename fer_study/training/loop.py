@@ -41,6 +41,7 @@ from fer_study.runs import CHECKPOINT, Run, RunStore, predictions_csv
 from fer_study.training.data import load_splits, make_prior, make_sr, model_inputs
 from fer_study.training.distributed import Dist, all_reduce, barrier, init_dist
 from fer_study.training.evaluate import evaluate
+from fer_study.training.optim import optimizer_impl
 from fer_study.training.precision import amp_active, select_device
 from fer_study.training.step import build_step_parts, train_step
 
@@ -90,7 +91,8 @@ class _NaNGuard:
 def _environment(device: torch.device, cfg: TrainConfig, dist: Dist, allocator: dict,
                  onednn: dict | None = None) -> dict[str, Any]:
     env = {**environment(device), "world_size": dist.world, "run_id": cfg.run_id(), "cpu_allocator": allocator,
-           "bf16_autocast": amp_active(device, cfg.amp), "onednn_kernels": onednn}
+           "bf16_autocast": amp_active(device, cfg.amp), "onednn_kernels": onednn,
+           "optimizer_impl": optimizer_impl(device)}
     if onednn is not None and onednn.get("applied") is False and isinstance(env.get("onednn"), dict):
         # onednn.dispatch_isa is derived from the environment variable, which did not take effect here
         env["onednn"]["dispatch_isa_note"] = ("the ISA cap did not apply in this process: onednn_kernels.conv_impl "
