@@ -224,22 +224,26 @@ def paper_profile() -> TrainConfig:
 def demo_profile() -> TrainConfig:
     """CPU-sized: SynthFER, facesr x2 (48 -> 96), LTR n=8 back down to the backbones' 48 px, tiny
     random-init backbones with a convolutional stem (from-scratch transformers with patchify stems stay
-    at the majority class for tens of epochs here), 4 epochs of batch 32 at lr 1e-3 with warm-up +
-    cosine (at 1.5e-3 and above, ConViT and the STN settings stayed at the majority class in some
-    seeds; 3 epochs left 5 of 21 cells above a 2-point seed std: results/repro/2026-11-29_convit_epochs);
-    the ConViT stand-in 8 (:data:`PROFILE_BACKBONE_RECIPES`). 60 warm-up steps, not 30: on oneDNN's AVX2
-    float path one seed of the Swin-B stand-in + STN cell sat at the majority class with 30 (1 of 20 seeds;
-    0 of 20 with 60: suggestive only, Fisher p = 1; results/repro/2026-11-29_stall_sweep).
-    For time: oneDNN capped at AVX2 (:mod:`fer_study.onednn`: its AVX2 kernels run the resizer's
-    small-channel convolutions faster than its AVX-512 ones on the 2-core machine, and put AVX2-only
-    and AVX-512 machines on the same kernels) and no authors'-protocol test pass per epoch
-    (``authors_protocol=false``; the ferplus-cpu and paper profiles keep it)."""
+    at the majority class for tens of epochs here), 3 epochs of batch 16 at lr 1e-3 with warm-up +
+    cosine; the ViT stand-in 4 and the ConViT stand-in 8 (:data:`PROFILE_BACKBONE_RECIPES`). Batch 16 x 3
+    epochs (282 steps) replaced batch 32 x 4 epochs (188 steps) for `make demo`'s 15 minutes: a step costs
+    6-18 % more per image at batch 16 on the 2-core CPU, the 25 % fewer images more than pay for it, and
+    the extra steps train the stand-ins further (e.g. Swin-B + STN, CE: 93.87 +- 0.63 against 93.07 +-
+    0.82), except ViT's, which needs its fourth epoch (F-PDLS + proposed 89.51 +- 2.93 at 3, 92.28 +-
+    0.49 at 4; results/repro/2026-11-29_batch16). At 1.5e-3 and above, ConViT and the STN settings stayed
+    at the majority class in some seeds. 60 warm-up steps, not 30: on oneDNN's AVX2 float path one seed of
+    the Swin-B stand-in + STN cell sat at the majority class with 30 (1 of 20 seeds; 0 of 20 with 60:
+    suggestive only, Fisher p = 1; results/repro/2026-11-29_stall_sweep). For time: oneDNN capped at
+    AVX2 (:mod:`fer_study.onednn`: its AVX2 kernels run the resizer's small-channel convolutions faster
+    than its AVX-512 ones on the 2-core machine, and put AVX2-only and AVX-512 machines on the same
+    kernels) and no authors'-protocol test pass per epoch (``authors_protocol=false``; the ferplus-cpu
+    and paper profiles keep it)."""
     return TrainConfig(
         dataset="synthfer", synthfer_root="data/synthfer", rafdb_root="data/synthfer_rafdb/basic",  # RAF-DB-layout twin
         sr_backend="facesr", sr_weights="cache/facesr/facesr.pt",
         model=ModelConfig(backbone="tiny_swin_s", up="sr", down="ltr", stn=False, sr_size=96, img_size=48,
                           head="linear", stem="conv", ltr_n=8),
-        prior="votes", optimizer="adamw", lr=1e-3, weight_decay=0.05, batch_size=32, epochs=4,
+        prior="votes", optimizer="adamw", lr=1e-3, weight_decay=0.05, batch_size=16, epochs=3,
         schedule="cosine", warmup_steps=60, augment="light", seed=0, amp=False,
         authors_protocol=False, onednn_max_isa="avx2")
 
@@ -323,11 +327,13 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str] | dict[str, Any]) -> 
 
 #: A profile's training settings for one stand-in, applied by :func:`make_config` where the overrides leave
 #: them unset (so a table cell and ``fer-study train --set model.backbone=...`` train the same run). The
-#: demo's ConViT stand-in is the one still learning at epoch 4 (validation 85-91 %, the others 92-95 %):
-#: its CE + vanilla cell's seed std was 2.35 points at 4 epochs (seeds 0-5), 0.51 at 6; its F-PDLS + proposed
-#: cell's 1.72 and 2.39 at 6 (two demos), 0.64 at 8 (results/repro/2026-11-29_convit_epochs). It trains 8,
-#: its vanilla and proposed cells alike.
-PROFILE_BACKBONE_RECIPES: dict[str, dict[str, dict[str, Any]]] = {"demo": {"tiny_convit": {"epochs": 8}}}
+#: demo's ConViT and ViT stand-ins learn slowest. ConViT at batch 32: its CE + vanilla cell's seed std was
+#: 2.35 points at 4 epochs (seeds 0-5), 0.51 at 6; its F-PDLS + proposed cell's 1.72 and 2.39 at 6 (two
+#: demos), 0.64 at 8 (results/repro/2026-11-29_convit_epochs); at batch 16, 6 epochs gave 1.64 and 1.23
+#: (results/repro/2026-11-29_batch16): it trains 8. ViT at batch 16: 0.47 and 2.93 at 3 epochs, 0.18 and
+#: 0.49 at 4: it trains 4. Their vanilla and proposed cells alike.
+PROFILE_BACKBONE_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "demo": {"tiny_convit": {"epochs": 8}, "tiny_vit": {"epochs": 4}}}
 
 
 def _named_keys(overrides: list[str] | dict[str, Any] | None) -> set[str]:

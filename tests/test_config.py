@@ -332,25 +332,27 @@ def test_run_id_same_for_relative_and_absolute_paths_inside_the_checkout():
 
 
 def test_a_profiles_recipe_for_one_stand_in_applies_unless_overridden():
-    """The demo trains its ConViT stand-in 8 epochs (config.PROFILE_BACKBONE_RECIPES), in a table cell
-    and in a single `fer-study train` alike; an explicit epochs override wins; other stand-ins keep 4."""
+    """The demo trains its ConViT stand-in 8 epochs and its ViT stand-in 4 (config.PROFILE_BACKBONE_RECIPES),
+    in a table cell and in a single `fer-study train` alike; an explicit epochs override wins; other
+    stand-ins keep the profile's 3."""
     from fer_study.config import PROFILE_BACKBONE_RECIPES
     from fer_study.tables import TABLES, cell_config
 
-    assert PROFILE_BACKBONE_RECIPES["demo"] == {"tiny_convit": {"epochs": 8}}
+    assert PROFILE_BACKBONE_RECIPES["demo"] == {"tiny_convit": {"epochs": 8}, "tiny_vit": {"epochs": 4}}
+    assert make_config("demo").epochs == 3 and make_config("demo", ["model.backbone=tiny_vit"]).epochs == 4
     assert make_config("demo", ["model.backbone=tiny_convit"]).epochs == 8
     assert make_config("demo", {"model.backbone": "tiny_convit"}).epochs == 8
     assert make_config("demo", ["model.backbone=tiny_convit", "epochs=3"]).epochs == 3
-    assert make_config("demo").epochs == 4 and make_config("demo", ["model.backbone=tiny_vit"]).epochs == 4
     assert make_config("paper", ["model.backbone=convit_s"]).epochs == 100  # the paper profile has no recipes
     t1 = TABLES["table1"]
     epochs = {c.key: cell_config(c, "demo", 0).epochs for c in t1.cells}
     assert {k for k, e in epochs.items() if e == 8} == {"ConViT|CE + Vanilla", "ConViT|F-PDLS + Proposed"}
-    assert set(epochs.values()) == {4, 8}
+    assert {k for k, e in epochs.items() if e == 4} == {"ViT|CE + Vanilla", "ViT|F-PDLS + Proposed"}
+    assert set(epochs.values()) == {3, 4, 8}
     assert cell_config(t1.cell("ConViT|CE + Vanilla"), "demo", 0, ["epochs=2"]).epochs == 2  # --set wins
     # the recipe follows the backbone the run ends up with, whoever chose it
     assert cell_config(TABLES["table2"].cell("a"), "demo", 0, ["model.backbone=tiny_convit"]).epochs == 8
-    assert cell_config(t1.cell("ConViT|CE + Vanilla"), "demo", 0, ["model.backbone=tiny_swin_s"]).epochs == 4
+    assert cell_config(t1.cell("ConViT|CE + Vanilla"), "demo", 0, ["model.backbone=tiny_swin_s"]).epochs == 3
 
 
 def test_demo_runs_without_the_authors_test_pass_and_with_the_avx2_cap():
