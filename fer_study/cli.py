@@ -439,7 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     de = sub.add_parser("demo", help="the whole study on SynthFER, CPU-sized (make demo)")
     de.add_argument("--n", type=int, default=3000, help="SynthFER images (split 50/10/40: about 1,150 test images)")
-    de.add_argument("--jobs", type=int, default=2, help="worker processes training runs at once (CPU threads split between them)")
+    de.add_argument("--jobs", type=int, default=2, help="worker processes training runs at once (CPU threads split between them), "
+                    "and report notebooks executed at once")
     de.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                     help="seeds of every grid cell (3: the fewest the significance test decides with)")
     de.add_argument("--sr-steps", type=int, default=500, help="facesr training steps")

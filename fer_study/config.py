@@ -226,14 +226,15 @@ def demo_profile() -> TrainConfig:
     random-init backbones with a convolutional stem (from-scratch transformers with patchify stems stay
     at the majority class for tens of epochs here), 3 epochs of batch 16 at lr 1e-3 with warm-up +
     cosine; the ViT stand-in 4 and the ConViT stand-in 8 (:data:`PROFILE_BACKBONE_RECIPES`). Batch 16 x 3
-    epochs (282 steps) replaced batch 32 x 4 epochs (188 steps) for `make demo`'s 15 minutes: a step costs
+    epochs (264 steps on the 1,407 training images SynthFER's label rules keep) replaced batch 32 x 4
+    epochs (176 steps) for `make demo`'s 15 minutes: a step costs
     6-18 % more per image at batch 16 on the 2-core CPU, the 25 % fewer images more than pay for it, and
     the extra steps train the stand-ins further (e.g. Swin-B + STN, CE: 93.87 +- 0.63 against 93.07 +-
     0.82), except ViT's, which needs its fourth epoch (F-PDLS + proposed 89.51 +- 2.93 at 3, 92.28 +-
     0.49 at 4; results/repro/2026-11-29_batch16). At 1.5e-3 and above, ConViT and the STN settings stayed
-    at the majority class in some seeds. 60 warm-up steps, not 30: on oneDNN's AVX2 float path one seed of
-    the Swin-B stand-in + STN cell sat at the majority class with 30 (1 of 20 seeds; 0 of 20 with 60:
-    suggestive only, Fisher p = 1; results/repro/2026-11-29_stall_sweep). For time: oneDNN capped at
+    at the majority class in some seeds. 60 warm-up steps, not 30 (measured at batch 32 x 4 epochs): on
+    oneDNN's AVX2 float path one seed of the Swin-B stand-in + STN cell sat at the majority class with 30
+    (1 of 20 seeds; 0 of 20 with 60: suggestive only, Fisher p = 1; results/repro/2026-11-29_stall_sweep). For time: oneDNN capped at
     AVX2 (:mod:`fer_study.onednn`: its AVX2 kernels run the resizer's small-channel convolutions faster
     than its AVX-512 ones on the 2-core machine, and put AVX2-only and AVX-512 machines on the same
     kernels) and no authors'-protocol test pass per epoch (``authors_protocol=false``; the ferplus-cpu

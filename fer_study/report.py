@@ -304,8 +304,8 @@ def _recipe_note(profile: str, overrides: list[str] | None, res: dict[str, CellR
     opt = {"adamw": "AdamW", "adam": "Adam"}.get(c.optimizer, c.optimizer)
     others = sorted({(x.model.backbone, x.epochs) for x in configs if x.epochs != c.epochs}) if configs else \
         sorted((b, r["epochs"]) for b, r in PROFILE_BACKBONE_RECIPES.get(profile, {}).items() if "epochs" in r)
-    also = f"; {', '.join(f'{b} {e}' for b, e in others)} epochs" if others else ""
-    train = f"{c.epochs} epochs{also} of batch {c.batch_size} ({opt} lr {c.lr:g}, {c.schedule})"
+    also = f"; {', '.join(f'{b} {e} epochs' for b, e in others)}" if others else ""
+    train = f"{c.epochs} epochs of batch {c.batch_size} ({opt} lr {c.lr:g}, {c.schedule}{also})"
     sr = f"{c.sr_backend} x{m.sr_size // m.input_size} ({m.input_size}->{m.sr_size}) instead of DIC x8 (48->384)"
     if PROFILE_BACKBONES[profile] is DEMO_BACKBONE:
         return (f"DEMO: SynthFER and CPU-sized random-init stand-ins ({maps}) with {stem} at {m.img_size} px, "

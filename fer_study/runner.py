@@ -109,18 +109,17 @@ def longest_first(items: list[tuple[int, Job, PlannedRun]], workers: int = 1) ->
     (:mod:`fer_study.sr_cache`), so two first runs of one cache would leave a worker idle (the demo:
     its three RAF-DB-twin runs, the costliest, came first, and the second waited 10 s for the first's cache)."""
     order = sorted(items, key=lambda item: -relative_cost(item[1].config))
-    first: list[tuple[int, Job, PlannedRun]] = []
+    first: list[int] = []  # positions in order
     seen: set = set()
-    for item in order:
-        if len(first) == workers:
+    for pos, item in enumerate(order):
+        if len(first) >= max(1, workers):
             break
         key = sr_cache_input(item[1].config)
         if key is None or key not in seen:
-            first.append(item)
+            first.append(pos)
             seen.add(key)
-    picked = {id(item) for item in first}
-    rest = [item for item in order if id(item) not in picked]
-    return first + rest
+    taken = set(first)
+    return [order[p] for p in first] + [item for p, item in enumerate(order) if p not in taken]
 
 
 def _train_in_notebook(job: Job, env: dict[str, str]) -> tuple[bool, str]:

@@ -126,8 +126,9 @@ def report(profile: str, seeds: list[int] | None = None, overrides: list[str] | 
     """Execute the table notebooks and the figure notebooks of ``profile`` over its trained runs (in place;
     a profile with its own outputs, e.g. ``ferplus-cpu``: executed copies in its tables folder), ``jobs``
     at a time (default: the CPU count, at most 2). The notebooks read runs and write only their own
-    outputs, so their order does not matter; each kernel's start-up (interpreter, imports) is most of a
-    notebook's few seconds, which two at a time overlap."""
+    outputs (a figure notebook may build a missing SR-cache entry, under the cache's lock), so their order
+    does not matter; each kernel's start-up (interpreter, imports) is most of a notebook's few seconds,
+    which two at a time overlap."""
     from concurrent.futures import ThreadPoolExecutor
 
     from fer_study.paths import PROFILE_OUTPUTS, figure_name, output_dir, project_root
@@ -146,10 +147,17 @@ def report(profile: str, seeds: list[int] | None = None, overrides: list[str] | 
         return run_notebook(name, p, log=log, output=None if nb_dir is None else nb_dir / f"{name}.ipynb")
 
     workers = max(1, min(jobs or min(2, os.cpu_count() or 1), len(names)))
-    with ThreadPoolExecutor(max_workers=workers) as ex:  # papermill in threads, as `run --executor papermill`
+    # papermill in threads: each notebook's kernel is its own process; execute() passes this process's own
+    # working directory as the kernel's cwd, so papermill's os.chdir (process-wide) changes nothing
+    ex = ThreadPoolExecutor(max_workers=workers)
+    try:
         # the figure notebooks (the slowest: they load models) first, so that no kernel starts last alone
         futures = [ex.submit(one, k, name) for k, name in reversed(list(enumerate(names, 1)))]
         ok = all([f.result() for f in futures])
+    except BaseException:  # Ctrl-C: the queued notebooks are not started
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise
+    ex.shutdown()
     if nb_dir is not None and not ok:
         log("run records not exported: a notebook failed (the committed records stay those of the last good report)")
     elif nb_dir is not None:  # the runs' results beside the tables (the run store itself is not committed)

@@ -143,36 +143,66 @@ def test_nan_guard_names_epoch_and_step_and_keeps_checkpoint(synth_root, tmp_pat
 @pytest.mark.parametrize("name", ["adam", "adamw"])
 def test_fused_cpu_optimizer_is_the_for_loop_update(name):
     """make_optimizer's fused CPU kernels apply the same Adam/AdamW update as PyTorch's for-loop one (50
-    steps of a small conv net, float32: equal to rounding; a net without BatchNorm, whose preceding biases
-    get gradients of rounding noise that Adam amplifies into unit steps), and make_optimizer uses them."""
+    steps of a small conv net whose convolution is channels_last, as the resizer's are: equal to rounding;
+    a net without BatchNorm, whose preceding biases get gradients of rounding noise that Adam amplifies
+    into unit steps). A checkpoint of the for-loop optimiser resumes on the fused one, with the same next
+    step (load_optimizer_state: PyTorch's load_state_dict alone would bring the for-loop flag back)."""
+    import copy
+
     import torch
 
-    from fer_study.training.optim import make_optimizer
+    from fer_study.training.optim import load_optimizer_state, make_optimizer
 
     def net() -> torch.nn.Module:
         torch.manual_seed(0)
-        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.GELU(), torch.nn.Flatten(),
-                                   torch.nn.Linear(8 * 14 * 14, 4))
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last), torch.nn.GELU(),
+                                   torch.nn.Flatten(), torch.nn.Linear(8 * 14 * 14, 4))
 
-    cfg = TrainConfig(optimizer=name, lr=1e-2, weight_decay=0.05)
-    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    start = net().state_dict()
-    ends = []
-    for fused in (True, False):
-        m = net()
-        opt = make_optimizer(cfg, m, torch.device("cpu")) if fused else cls(
-            m.parameters(), lr=1e-2, weight_decay=0.05, foreach=False)
-        assert opt.param_groups[0]["fused"] is fused or (not fused and not opt.param_groups[0]["fused"])
-        gen = torch.Generator().manual_seed(1)
-        for _ in range(50):
-            x, y = torch.rand(16, 3, 16, 16, generator=gen), torch.randint(0, 4, (16,), generator=gen)
+    def steps(m: torch.nn.Module, opt: torch.optim.Optimizer, n: int, seed: int = 1) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(n):
+            x = torch.rand(16, 3, 16, 16, generator=gen).contiguous(memory_format=torch.channels_last)
+            y = torch.randint(0, 4, (16,), generator=gen)
             opt.zero_grad()
             torch.nn.functional.cross_entropy(m(x), y).backward()
             opt.step()
-        ends.append(m.state_dict())
+
+    cfg = TrainConfig(optimizer=name, lr=1e-2, weight_decay=0.05)
+    cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    cpu = torch.device("cpu")
+    start = net().state_dict()
+    fused, loop = net(), net()
+    opt_f = make_optimizer(cfg, fused, cpu)
+    opt_l = cls(loop.parameters(), lr=1e-2, weight_decay=0.05, foreach=False)
+    assert opt_f.param_groups[0]["fused"] is True and not opt_l.param_groups[0]["fused"]
+    steps(fused, opt_f, 50)
+    steps(loop, opt_l, 50)
     for k in start:
-        assert torch.allclose(ends[0][k], ends[1][k], rtol=1e-4, atol=1e-6), k
-        assert not torch.allclose(ends[0][k], start[k], atol=1e-3), k  # and the weights did move
+        assert torch.allclose(fused.state_dict()[k], loop.state_dict()[k], rtol=1e-4, atol=1e-6), k
+        assert not torch.allclose(fused.state_dict()[k], start[k], atol=1e-3), k  # and the weights did move
+
+    # a checkpoint round trip (fresh tensors, as torch.load gives) of a for-loop run whose convolution was
+    # contiguous: resumed on the fused update with the moments in the channels_last parameter's layout, it
+    # goes on as the uninterrupted run does
+    plain = net()
+    plain[0].to(memory_format=torch.contiguous_format)
+    plain.load_state_dict(loop.state_dict())
+    opt_p = cls(plain.parameters(), lr=1e-2, weight_decay=0.05, foreach=False)
+    steps(plain, opt_p, 3, seed=3)
+    saved = copy.deepcopy(opt_p.state_dict())
+    assert not saved["state"][0]["exp_avg"].is_contiguous(memory_format=torch.channels_last)
+    resumed = net()
+    resumed.load_state_dict(plain.state_dict())
+    opt_r = make_optimizer(cfg, resumed, cpu)
+    load_optimizer_state(opt_r, saved)
+    assert opt_r.param_groups[0]["fused"] is True
+    w = resumed[0].weight
+    assert w.is_contiguous(memory_format=torch.channels_last)
+    assert opt_r.state[w]["exp_avg"].stride() == opt_r.state[w]["exp_avg_sq"].stride() == w.stride()
+    steps(resumed, opt_r, 5, seed=2)
+    steps(plain, opt_p, 5, seed=2)  # the same run going on, uninterrupted, on the for-loop update
+    for k in start:
+        assert torch.allclose(resumed.state_dict()[k], plain.state_dict()[k], rtol=1e-4, atol=1e-6), k
 
 
 def test_step_check_runs_before_the_weights_change():

@@ -304,8 +304,43 @@ def test_two_workers_start_on_different_sr_caches():
     keys = [sr_cache_input(j.config) for _, j, _ in two[:2]]
     assert None not in keys and keys[0] != keys[1], keys
     assert {k[0] for k in keys} == {"rafdb", "synthfer"}
-    assert sr_cache_input(one[0][1].config) == sr_cache_input(one[1][1].config)  # what it avoids
+    assert one == sorted(items, key=lambda it: -relative_cost(it[1].config))  # one worker: plain longest first
+    assert sr_cache_input(one[0][1].config) == sr_cache_input(one[1][1].config)  # what two workers avoid
+    assert longest_first(items[:1], workers=2) == items[:1] and longest_first([], workers=2) == []
+    same = [it for it in items if sr_cache_input(it[1].config) == keys[1]]  # all on one cache: plain order
+    assert longest_first(same, workers=2) == longest_first(same)
+    assert longest_first(items, workers=0) == one
     costs = [relative_cost(j.config) for _, j, _ in two[2:]]
     assert costs == sorted(costs, reverse=True)
     oracle = next(j for j in jobs if j.config.sr_backend == "oracle")
     assert sr_cache_input(oracle.config) is None
+
+
+def test_report_runs_notebooks_two_at_a_time_and_fails_when_one_fails(monkeypatch):
+    """fer-study report: every notebook of the profile is executed once, two at a time, the figure
+    notebooks first; one failing notebook makes the report fail (the others still run)."""
+    import threading
+    import time
+
+    from fer_study import study
+
+    names = report_notebooks("demo")
+    ran: list[str] = []
+    running, peak = [0], [0]
+    lock = threading.Lock()
+
+    def fake(name, params, log=print, output=None, publish=True):
+        with lock:
+            ran.append(name)
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return name != names[0]
+
+    monkeypatch.setattr(study, "run_notebook", fake)
+    assert study.report("demo", [0], log=lambda *_: None, jobs=2) is False
+    assert sorted(ran) == sorted(names) and peak[0] == 2 and set(ran[:2]) == set(names[-2:])
+    monkeypatch.setattr(study, "run_notebook", lambda *a, **k: True)
+    assert study.report("demo", [0], log=lambda *_: None, jobs=2) is True

@@ -41,7 +41,7 @@ from fer_study.runs import CHECKPOINT, Run, RunStore, predictions_csv
 from fer_study.training.data import load_splits, make_prior, make_sr, model_inputs
 from fer_study.training.distributed import Dist, all_reduce, barrier, init_dist
 from fer_study.training.evaluate import evaluate
-from fer_study.training.optim import optimizer_impl
+from fer_study.training.optim import load_optimizer_state, optimizer_impl
 from fer_study.training.precision import amp_active, select_device
 from fer_study.training.step import build_step_parts, train_step
 
@@ -163,7 +163,7 @@ def train(cfg: TrainConfig, force: bool = False, hooks: TrainHooks | None = None
     ck = run.load_checkpoint(device)
     if ck is not None:
         model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
+        load_optimizer_state(opt, ck["optimizer"])  # keeps this code's fused/for-loop choice
         sched.load_state_dict(ck["scheduler"])
         history, best, start = ck["history"], ck["best"], ck["epoch"] + 1
         if show:

@@ -17,8 +17,29 @@ FUSED_DEVICES = ("cuda", "cpu")
 
 
 def optimizer_impl(device: torch.device) -> str:
-    """Which implementation :func:`make_optimizer` uses on ``device`` (recorded in env.json)."""
-    return "fused" if device.type in FUSED_DEVICES else "for-loop"
+    """Which implementation :func:`make_optimizer` uses on ``device`` (recorded in env.json): ``fused``, or
+    PyTorch's default for the device (``foreach`` or the for-loop)."""
+    return "fused" if device.type in FUSED_DEVICES else "torch default"
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, state: dict) -> None:
+    """Load a checkpoint's optimiser state into ``opt``, keeping ``opt``'s implementation. PyTorch's
+    ``load_state_dict`` takes the saved groups' ``fused``/``foreach`` flags too, so a run checkpointed before
+    this project used the fused kernels on the CPU would resume on the for-loop update while its env.json
+    (:func:`optimizer_impl`) says fused; the state itself (moments, step counts) is the same for both.
+    Moments saved in another memory layout than their parameter's (a model made channels_last after the
+    checkpoint) are copied into the parameter's: PyTorch 2.14's fused CPU Adam/AdamW pairs a channels_last
+    tensor with a contiguous one element by element in memory order, i.e. wrongly (autograd gives every
+    gradient its parameter's layout, so training itself never mixes them)."""
+    impl = {k: opt.param_groups[0].get(k) for k in ("fused", "foreach")}
+    opt.load_state_dict(state)
+    for g in opt.param_groups:
+        g.update(impl)
+        for p in g["params"]:
+            st = opt.state.get(p, {})
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                    st[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
