@@ -36,7 +36,7 @@ LATER_KEYS: dict[str, Any] = {"sr_precision": "fp32", "pipeline": 1, "drop_last"
                               "pdls_alpha": None, "authors_protocol": True}
 LATER_MODEL_KEYS: dict[str, Any] = {"normalise": "backbone", "stn_align_corners": False,
                                      # strictness decides whether a run trains, not what it computes
-                                     "checkpoint_strict": True, "ltr_init": "default"}
+                                     "checkpoint_strict": True}
 #: The pipeline version this code trains (see LATER_KEYS).
 PIPELINE = 2
 #: The data root field of each data set (``TrainConfig.data_root`` is the active one).
@@ -231,11 +231,7 @@ def demo_profile() -> TrainConfig:
     6-18 % more per image at batch 16 on the 2-core CPU, the 25 % fewer images more than pay for it, and
     the extra steps train the stand-ins further (e.g. Swin-B + STN, CE: 93.87 +- 0.63 against 93.07 +-
     0.82), except ViT's, which needs its fourth epoch (F-PDLS + proposed 89.51 +- 2.93 at 3, 92.28 +-
-    0.49 at 4; results/repro/2026-11-29_batch16). The learn-to-resize CNN's last convolution starts at
-    zero (``model.ltr_init=zero``: the resizer starts as Eq. 1's bilinear skip; the paper profile keeps the
-    authors' default init): with the default, the Swin-B + STN stand-in sat at the majority class in 3 of
-    38 runs of this recipe, on either float path (results/repro/2026-11-29_threads2_all,
-    results/repro/2026-11-29_ltr_zero_init_sweep). At 1.5e-3 and above, ConViT and the STN settings stayed
+    0.49 at 4; results/repro/2026-11-29_batch16). At 1.5e-3 and above, ConViT and the STN settings stayed
     at the majority class in some seeds. 60 warm-up steps, not 30 (measured at batch 32 x 4 epochs): on
     oneDNN's AVX2 float path one seed of the Swin-B stand-in + STN cell sat at the majority class with 30
     (1 of 20 seeds; 0 of 20 with 60: suggestive only, Fisher p = 1; results/repro/2026-11-29_stall_sweep). For time: oneDNN capped at
@@ -247,7 +243,7 @@ def demo_profile() -> TrainConfig:
         dataset="synthfer", synthfer_root="data/synthfer", rafdb_root="data/synthfer_rafdb/basic",  # RAF-DB-layout twin
         sr_backend="facesr", sr_weights="cache/facesr/facesr.pt",
         model=ModelConfig(backbone="tiny_swin_s", up="sr", down="ltr", stn=False, sr_size=96, img_size=48,
-                          head="linear", stem="conv", ltr_n=8, ltr_init="zero"),
+                          head="linear", stem="conv", ltr_n=8),
         prior="votes", optimizer="adamw", lr=1e-3, weight_decay=0.05, batch_size=16, epochs=3,
         schedule="cosine", warmup_steps=60, augment="light", seed=0, amp=False,
         authors_protocol=False, onednn_max_isa="avx2")

@@ -355,22 +355,6 @@ def test_a_profiles_recipe_for_one_stand_in_applies_unless_overridden():
     assert cell_config(t1.cell("ConViT|CE + Vanilla"), "demo", 0, ["model.backbone=tiny_swin_s"]).epochs == 3
 
 
-def test_only_the_demo_zero_initialises_the_resizer_and_old_ids_keep_their_meaning():
-    assert make_config("demo").model.ltr_init == "zero"
-    assert make_config("paper").model.ltr_init == "default"
-    assert make_config("ferplus-cpu").model.ltr_init == "default"
-    demo = make_config("demo")
-    assert make_config("demo", ["model.ltr_init=default"]).run_id() != demo.run_id()
-    # a config.json written before the key existed trained the default init, and keeps its id
-    d = make_config("demo", ["model.ltr_init=default"]).to_dict()
-    d["model"].pop("ltr_init")
-    old = TrainConfig.from_dict(d)
-    assert old.model.ltr_init == "default"
-    assert old.run_id() == make_config("demo", ["model.ltr_init=default"]).run_id()
-    with pytest.raises(ConfigError, match="model.ltr_init"):
-        make_config("demo", ["model.ltr_init=random"])
-
-
 def test_demo_runs_without_the_authors_test_pass_and_with_the_avx2_cap():
     from fer_study.config import LATER_KEYS, NON_RESULT_KEYS
 

@@ -37,33 +37,6 @@ def test_eq1_identity_when_conv_branch_is_zero():
     torch.testing.assert_close(m(x), ref)
 
 
-def test_zero_out_starts_the_resizer_as_the_bilinear_skip_and_still_learns():
-    """``model.ltr_init=zero`` (the demo's): f(I) = T(I) exactly at step 0; the last conv gets a gradient
-    (the CNN branch is not dead), and the other weights are drawn as with the default init (same RNG use)."""
-    torch.manual_seed(3)
-    m = LearnToResize(n=8, out_size=48, zero_out=True).train()
-    torch.manual_seed(3)
-    ref_m = LearnToResize(n=8, out_size=48)
-    x = torch.rand(4, 3, 96, 96)
-    y = m(x)
-    assert torch.equal(y, F.interpolate(x, size=(48, 48), mode="bilinear", align_corners=False))
-    assert not torch.equal(ref_m(x), y)
-    y.square().mean().backward()
-    assert m.out.weight.grad.abs().sum() > 0 and m.out.bias.grad.abs().sum() > 0
-    for (k, a), (_, b) in zip(m.state_dict().items(), ref_m.state_dict().items(), strict=True):
-        if not k.startswith("out.") and "running" not in k and "num_batches" not in k:
-            assert torch.equal(a, b), k
-
-
-def test_ltr_init_reaches_the_classifier():
-    cfg = dict(backbone="tiny_swin_s", up="sr", down="ltr", sr_size=96, img_size=48, ltr_n=8, stem="conv")
-    zero = NeuralResizerClassifier(ModelConfig(**cfg, ltr_init="zero"))
-    assert zero.resizer.out.weight.abs().sum() == 0
-    assert NeuralResizerClassifier(ModelConfig(**cfg)).resizer.out.weight.abs().sum() > 0
-    with pytest.raises(ConfigError, match="model.ltr_init"):
-        ModelConfig(**cfg, ltr_init="ones").validate()
-
-
 # ---- DIC -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

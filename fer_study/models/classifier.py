@@ -84,8 +84,6 @@ class ModelConfig:
     backbone_kwargs: dict = field(default_factory=dict)
     normalise: str = option("input", choices=("input", "backbone"))  # input: the authors' (see the module doc)
     stn_align_corners: bool = True  # the authors' STN grid convention; False: the other one
-    # the LTR's last conv: default (PyTorch's init, the authors') or zero (f(I) = T(I) at step 0; the demo's)
-    ltr_init: str = option("default", choices=("default", "zero"))
 
     def validate(self, check_files: bool | Collection[str] = True) -> None:
         """Types, choices and ranges of every field (:class:`ConfigError` naming ``model.KEY``, the value
@@ -144,8 +142,7 @@ class NeuralResizerClassifier(nn.Module):
         self.head = make_head(cfg.head, bb.num_features, cfg.num_classes)
         self.register_buffer("mean", torch.tensor(bb.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(bb.std).view(1, 3, 1, 1), persistent=False)
-        self.resizer = LearnToResize(3, cfg.ltr_n, cfg.ltr_r, self.img_size,
-                                     zero_out=cfg.ltr_init == "zero") if cfg.down == "ltr" else None
+        self.resizer = LearnToResize(3, cfg.ltr_n, cfg.ltr_r, self.img_size) if cfg.down == "ltr" else None
         self.stn = None
         if cfg.stn:
             self.stn = STN(3, cfg.input_size if cfg.stn_placement == "before_sr" else

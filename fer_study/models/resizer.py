@@ -7,12 +7,6 @@ T      = bilinear resize to the explicit ``out_size`` (features and, for the ski
 g_theta= r x [Conv3x3-BN-LeakyReLU-Conv3x3-BN, + skip] - Conv3x3-BN (+ the resized features)
          - Conv7x7(n->C)
 
-``zero_out``: the last convolution (g_theta's Conv7x7) starts at zero, weights and bias, so that f(I) = T(I)
-at step 0 and the CNN learns a residual on the bilinear skip (as ReZero / zero-init residual branches do). The
-authors' code and PyTorch's default init it randomly (``zero_out=False``, the paper profile's); the demo
-zero-initialises it (``model.ltr_init=zero``): with the default, its tiny from-scratch Swin + STN stand-ins sat
-at the majority class in 3 of 38 runs, with the zero init in none of 22 (results/repro/2026-11-29_ltr_zero_init_sweep).
-
 Every convolution has a bias (as in the authors' PyTorch port): 12,083 trainable parameters with
 the defaults (C=3, n=16, r=1); the Keras reference omits the 3x3 biases (12,035).
 
@@ -41,8 +35,7 @@ class _Res(nn.Module):
 class LearnToResize(nn.Module):
     """Trainable resizer to ``out_size`` x ``out_size`` (Eq. 1 of the paper without f_sr)."""
 
-    def __init__(self, in_channels: int = 3, n: int = 16, r: int = 1, out_size: int = 224,
-                 zero_out: bool = False) -> None:
+    def __init__(self, in_channels: int = 3, n: int = 16, r: int = 1, out_size: int = 224) -> None:
         super().__init__()
         self.out_size = out_size
         self.g_phi = nn.Sequential(nn.Conv2d(in_channels, n, 7, padding=3), nn.LeakyReLU(0.2, inplace=True),
@@ -50,9 +43,6 @@ class LearnToResize(nn.Module):
         self.res = nn.Sequential(*[_Res(n) for _ in range(r)])
         self.post = nn.Sequential(nn.Conv2d(n, n, 3, padding=1), nn.BatchNorm2d(n))
         self.out = nn.Conv2d(n, in_channels, 7, padding=3)
-        if zero_out:
-            nn.init.zeros_(self.out.weight)
-            nn.init.zeros_(self.out.bias)
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
         """The deterministic T of Eq. 1 (bilinear)."""
