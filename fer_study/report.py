@@ -81,7 +81,8 @@ class CellRuns:
 
 
 #: A run whose clean-protocol test predictions fall in one class for at least this share of the test
-#: images has not learned (the majority-class plateau of a from-scratch transformer): its table says so.
+#: images has not learned (the majority-class plateau of a from-scratch transformer; with an STN, usually
+#: its warp ran away into the padding: ``stn_lr_scale``): its table says so.
 COLLAPSE_SHARE = 0.98
 
 
@@ -305,7 +306,9 @@ def _recipe_note(profile: str, overrides: list[str] | None, res: dict[str, CellR
     others = sorted({(x.model.backbone, x.epochs) for x in configs if x.epochs != c.epochs}) if configs else \
         sorted((b, r["epochs"]) for b, r in PROFILE_BACKBONE_RECIPES.get(profile, {}).items() if "epochs" in r)
     also = f"; {', '.join(f'{b} {e} epochs' for b, e in others)}" if others else ""
-    train = f"{c.epochs} epochs of batch {c.batch_size} ({opt} lr {c.lr:g}, {c.schedule}{also})"
+    stn = any(x.model.stn for x in configs) if configs else True
+    stn_lr = f" (STN {c.lr * c.stn_lr_scale:g})" if stn and c.stn_lr_scale != 1.0 else ""
+    train = f"{c.epochs} epochs of batch {c.batch_size} ({opt} lr {c.lr:g}{stn_lr}, {c.schedule}{also})"
     sr = f"{c.sr_backend} x{m.sr_size // m.input_size} ({m.input_size}->{m.sr_size}) instead of DIC x8 (48->384)"
     if PROFILE_BACKBONES[profile] is DEMO_BACKBONE:
         return (f"DEMO: SynthFER and CPU-sized random-init stand-ins ({maps}) with {stem} at {m.img_size} px, "
