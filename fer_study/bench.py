@@ -88,6 +88,7 @@ def timed_step_record(bc: BenchConfig) -> dict[str, Any]:
             "overrides": list(bc.overrides), "loss": cfg.loss, "alpha": cfg.alpha, "gamma": cfg.gamma,
             "prior": cfg.prior if cfg.prior == "psr" else f"{cfg.prior} (uniform stand-in: random bench data)",
             "label_mode": cfg.label_mode, "optimizer": cfg.optimizer, "lr": cfg.lr,
+            "stn_lr_scale": cfg.stn_lr_scale if cfg.model.stn else None,  # None: no STN
             "weight_decay": cfg.weight_decay, "schedule": cfg.schedule, "augment": cfg.augment,
             "augment_config": asdict(AUGMENTS[cfg.augment])}
 
@@ -395,7 +396,13 @@ def _step_lines(ts: dict | None) -> list[str]:
     over = f" with {', '.join(ts['overrides'])}" if ts["overrides"] else ""
     return [f"Timed step: `{ts['function']}` (the engine's), profile `{ts['profile']}`{over}: loss `{ts['loss']}` "
             f"(alpha {ts['alpha']}, gamma {ts['gamma']}, prior {ts['prior']}), optimizer `{ts['optimizer']}` "
-            f"(lr {ts['lr']}, weight decay {ts['weight_decay']}), augmentation `{ts['augment']}`.", ""]
+            f"(lr {ts['lr']}{_stn_lr(ts)}, weight decay {ts['weight_decay']}), augmentation `{ts['augment']}`.", ""]
+
+
+def _stn_lr(ts: dict) -> str:
+    """The STN's learning rate where the timed step's was scaled (records from before the key have none)."""
+    scale = ts.get("stn_lr_scale")
+    return f", STN lr x{scale:g}" if scale not in (None, 1.0) else ""
 
 
 def to_markdown(res: dict) -> str:

@@ -179,6 +179,8 @@ class TrainConfig:
         for k, legacy in LATER_KEYS.items():
             if d.get(k) == legacy:
                 d.pop(k)
+        if not self.model.stn:  # without an STN the scale changes nothing: the same run, the same id
+            d.pop("stn_lr_scale", None)
         for k, legacy in LATER_MODEL_KEYS.items():
             if d["model"].get(k) == legacy:
                 d["model"].pop(k)

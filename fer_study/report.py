@@ -292,7 +292,8 @@ def _sota(spec: TableSpec, res: dict[str, CellRuns]) -> list[dict]:
 LAYOUTS = {"pairs": _pairs, "rows": _rows, "sota": _sota}
 
 
-def _recipe_note(profile: str, overrides: list[str] | None, res: dict[str, CellRuns] | None = None) -> str:
+def _recipe_note(profile: str, overrides: list[str] | None, res: dict[str, CellRuns] | None = None,
+                 spec: TableSpec | None = None) -> str:
     """What a CPU-scale profile trained: read from the config of a run in the table (else from the
     profile with the report's overrides), not restated by hand."""
     configs = [r.config() for v in (res or {}).values() for r in v.runs]
@@ -306,7 +307,8 @@ def _recipe_note(profile: str, overrides: list[str] | None, res: dict[str, CellR
     others = sorted({(x.model.backbone, x.epochs) for x in configs if x.epochs != c.epochs}) if configs else \
         sorted((b, r["epochs"]) for b, r in PROFILE_BACKBONE_RECIPES.get(profile, {}).items() if "epochs" in r)
     also = f"; {', '.join(f'{b} {e} epochs' for b, e in others)}" if others else ""
-    stn = any(x.model.stn for x in configs) if configs else True
+    stn = any(x.model.stn for x in configs) if configs else \
+        spec is None or any(c.overrides.get("model.stn") is True for c in spec.cells)
     stn_lr = f" (STN {c.lr * c.stn_lr_scale:g})" if stn and c.stn_lr_scale != 1.0 else ""
     train = f"{c.epochs} epochs of batch {c.batch_size} ({opt} lr {c.lr:g}{stn_lr}, {c.schedule}{also})"
     sr = f"{c.sr_backend} x{m.sr_size // m.input_size} ({m.input_size}->{m.sr_size}) instead of DIC x8 (48->384)"
@@ -359,7 +361,7 @@ def build_table(table: str, profile: str, seeds: object = None,
                      f"of the test images (the majority-class plateau): {'; '.join(collapsed)}. They are kept in "
                      "the cells' means, standard deviations and tests as measured, not dropped or re-run.")
     if PROFILE_BACKBONES.get(profile) in (DEMO_BACKBONE, FERPLUS_CPU_BACKBONE):
-        notes.insert(1, _recipe_note(profile, overrides, res))
+        notes.insert(1, _recipe_note(profile, overrides, res, spec))
     return df, "\n".join(notes)
 
 

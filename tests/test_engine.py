@@ -101,15 +101,17 @@ def test_skipping_the_authors_protocol_leaves_the_clean_result_unchanged(synth_r
     assert out.returncode == 0 and "authors : not run (authors_protocol=false)" in out.stdout, out.stderr[-2000:]
 
 
-@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
-def test_interrupted_then_resumed_equals_uninterrupted(synth_root, tmp_path, monkeypatch, amp):
+@pytest.mark.parametrize("amp,stn", [(False, False), (True, False), (False, True)], ids=["fp32", "bf16", "stn"])
+def test_interrupted_then_resumed_equals_uninterrupted(synth_root, tmp_path, monkeypatch, amp, stn):
     """A run stopped after epoch 1 and resumed from its checkpoint ends with the same metrics and
     history as one that was not stopped, in fp32 and under bf16 autocast (the ferplus-cpu profile's
-    setting; forced on here, so CPUs without native bf16 check it too, emulated)."""
+    setting; forced on here, so CPUs without native bf16 check it too, emulated), and with an STN in an
+    optimiser group of its own (the demo's ``stn_lr_scale``)."""
     if amp:
         monkeypatch.setenv("FER_STUDY_CPU_BF16", "1")
-    a = _cfg(synth_root, tmp_path / "a", epochs=3, max_train=256, amp=amp)
-    b = _cfg(synth_root, tmp_path / "b", epochs=3, max_train=256, amp=amp)
+    extra = {"model.stn": True} if stn else {}
+    a = _cfg(synth_root, tmp_path / "a", epochs=3, max_train=256, amp=amp, **extra)
+    b = _cfg(synth_root, tmp_path / "b", epochs=3, max_train=256, amp=amp, **extra)
     train(a)
     env = json.loads((Path(a.runs_dir) / a.run_id() / "env.json").read_text())
     assert env["bf16_autocast"] is amp
@@ -122,6 +124,11 @@ def test_interrupted_then_resumed_equals_uninterrupted(synth_root, tmp_path, mon
         train(b, hooks=TrainHooks(after_epoch=interrupt))
     rb = Path(b.runs_dir) / b.run_id()
     assert (rb / "checkpoint.pt").exists() and not is_finished(rb)
+    if stn:  # the checkpoint holds both groups, the STN's at a tenth of the lr
+        import torch
+
+        groups = torch.load(rb / "checkpoint.pt", map_location="cpu", weights_only=False)["optimizer"]["param_groups"]
+        assert len(groups) == 2 and groups[1]["lr"] == pytest.approx(b.stn_lr_scale * groups[0]["lr"])
     train(b)
     ma, mb = load_metrics(Path(a.runs_dir) / a.run_id()), load_metrics(rb)
     assert ma["protocols"] == mb["protocols"]

@@ -64,6 +64,23 @@ def test_profiles_and_ids():
     d.pop("stn_lr_scale")  # a config.json from before the key: one group, same id
     assert TrainConfig.from_dict(d).run_id() == make_config("paper").run_id()
     assert make_config("paper", ["stn_lr_scale=0.5"]).run_id() != make_config("paper").run_id()
+    # without an STN the scale changes nothing, and the id is the one from before the key existed
+    no_stn = make_config("demo")
+    assert not no_stn.model.stn and no_stn.stn_lr_scale == 0.1
+    assert no_stn.run_id() == make_config("demo", ["stn_lr_scale=1"]).run_id()
+    d = no_stn.to_dict()
+    d.pop("stn_lr_scale")
+    assert TrainConfig.from_dict(d).run_id() == no_stn.run_id()
+    with_stn = make_config("demo", ["model.stn=true"])
+    assert with_stn.run_id() != make_config("demo", ["model.stn=true", "stn_lr_scale=1"]).run_id()
     for bad in ("0", "1.5", "-1"):
         with pytest.raises(ConfigError, match="stn_lr_scale"):
             make_config("demo", [f"stn_lr_scale={bad}"])
+
+
+def test_the_table_note_names_the_stn_lr_only_where_the_table_has_an_stn():
+    from fer_study.report import _recipe_note
+    from fer_study.tables import TABLES
+
+    assert "(STN 0.0001)" in _recipe_note("demo", [], None, TABLES["table3"])
+    assert "STN" not in _recipe_note("demo", [], None, TABLES["table1"])

@@ -56,7 +56,8 @@ def param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict]:
     zero with the identity bias, and Adam moves every weight by about ``lr`` a step whatever its gradient;
     at the demo's lr 1e-3 (10x the paper's) the affine theta of some seeds ran away within the first epoch
     (e.g. [24, 7, -10; -28, 7, -31]), the warp then samples the zero padding and the network stays at the
-    majority class. ``stn_lr_scale=0.1`` gives the STN the paper's 1e-4 (:func:`fer_study.config.demo_profile`)."""
+    majority class. ``stn_lr_scale=0.1`` gives the STN the paper's 1e-4 (:func:`fer_study.config.demo_profile`);
+    AdamW's decoupled weight decay, ``lr * weight_decay`` a step, shrinks with it."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if cfg.stn_lr_scale == 1.0:
         return [{"params": [p for _, p in named]}]
