@@ -107,3 +107,41 @@ def test_a_table_of_five_does_not_call_a_lone_p_of_0_02_significant():
     strong = [Comparison([0, 1, 2], 6.0, [6.0] * 3, (4.0, 8.0), 0.001)] + rows[1:]
     adjust_family(strong)
     assert strong[0].significant  # 5 x 0.001 stays below 0.05
+
+
+def test_a_lucky_low_seed_variance_is_judged_with_the_tables_pooled_variance():
+    """The 2-thread demo's Table 3 (per-seed differences, points): PDLS's three seeds agreed by chance, so its
+    own t test gave p = 0.013 (Holm 0.039: "significant"); with the seed variance pooled over the table's
+    three comparisons (6 degrees of freedom) p = 0.039 by hand, Holm 0.117: n.s."""
+    from scipy.stats import t as student_t
+
+    from fer_study.significance import Comparison, adjust_family
+
+    per_seed = {"ce": [0.18, 2.74, 2.21], "pdls": [1.32, 1.59, 1.06], "fpdls": [-0.18, 1.06, 0.44]}
+    rows = []
+    for x in per_seed.values():
+        x = np.array(x)
+        se = x.std(ddof=1) / np.sqrt(3)
+        q = student_t.ppf(0.975, 2)
+        rows.append(Comparison([0, 1, 2], float(x.mean()), x.tolist(), (x.mean() - q * se, x.mean() + q * se),
+                               float(2 * student_t.sf(abs(x.mean()) / se, 2))))
+    before = [(r.p, r.ci) for r in rows]
+    assert rows[1].p < 0.02 and rows[1].significant  # alone, on its own variance
+    adjust_family(rows)
+    pooled_sd = np.sqrt(np.mean([np.var(v, ddof=1) for v in per_seed.values()]))
+    p_by_hand = 2 * student_t.sf(np.mean(per_seed["pdls"]) / (pooled_sd / np.sqrt(3)), 6)
+    assert rows[1].p == pytest.approx(p_by_hand) and 0.03 < p_by_hand < 0.05
+    assert not rows[1].significant and rows[1].p_holm == pytest.approx(min(1, 3 * p_by_hand), rel=1e-6)
+    for r, (p, ci) in zip(rows, before):  # never lowers a p or narrows an interval
+        assert r.p >= p and r.ci[0] <= ci[0] and r.ci[1] >= ci[1]
+
+
+def test_pooling_needs_a_family_and_some_variance():
+    from fer_study.significance import Comparison, adjust_family
+
+    one = Comparison([0, 1, 2], 1.3, [1.2, 1.3, 1.4], (1.05, 1.55), 0.004)
+    adjust_family([one])
+    assert one.p == 0.004 and one.p_holm is None
+    flat = [Comparison([0, 1, 2], d, [d] * 3, (d - 1, d + 1), 0.01) for d in (2.0, 3.0)]
+    adjust_family(flat)  # no seed variance anywhere: nothing to pool, only Holm
+    assert [c.p for c in flat] == [0.01, 0.01] and flat[0].p_holm == pytest.approx(0.02)
