@@ -237,8 +237,8 @@ def demo_profile() -> TrainConfig:
     0.82), except ViT's, which needs its fourth epoch (F-PDLS + proposed 89.51 +- 2.93 at 3, 92.28 +-
     0.49 at 4; results/repro/2026-11-29_batch16). The STN trains at the paper's 1e-4 (``stn_lr_scale=0.1``,
     :func:`fer_study.training.optim.param_groups`): at 1e-3 its affine warp ran away in some seeds of the
-    Swin-B/L + STN stand-ins (3 of 38 runs at batch 16 on two float paths), which then sat at the majority
-    class (results/repro/2026-11-29_stn_lr). At 1.5e-3 and above, ConViT and the STN settings stayed
+    Swin-B/L + STN stand-ins, which then sat at the majority class (3 of 52 runs of two stall sweeps over
+    both float paths; 0 of the same 52 at 1e-4: results/repro/2026-11-29_stn_lr). At 1.5e-3 and above, ConViT and the STN settings stayed
     at the majority class in some seeds. 60 warm-up steps, not 30 (measured at batch 32 x 4 epochs): on
     oneDNN's AVX2 float path one seed of the Swin-B stand-in + STN cell sat at the majority class with 30
     (1 of 20 seeds; 0 of 20 with 60: suggestive only, Fisher p = 1; results/repro/2026-11-29_stall_sweep). For time: oneDNN capped at
