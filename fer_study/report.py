@@ -210,8 +210,8 @@ def _comparison_value(c: Comparison) -> Value:
 
 
 def _finish_comparisons(recs: list[dict]) -> None:
-    """Holm-adjust a table's comparisons together (:func:`fer_study.significance.adjust_family`) and
-    write their cells."""
+    """Judge a table's comparisons together (:func:`fer_study.significance.adjust_family`: the pooled
+    seed-variance test, then Holm) and write their cells."""
     pending = [(r, k) for r in recs for k, v in r.items() if isinstance(v, Comparison)]
     adjust_family([r[k] for r, k in pending])
     for r, k in pending:

@@ -2,7 +2,7 @@
 
 Pooling McNemar's discordant counts over seeds treats seeds as more test images: it ignores that a
 re-run with other seeds gives other models, and calls differences "significant" that a re-run does
-not reproduce. Here a difference must pass two intervals, and the table shows the wider:
+not reproduce. Here a difference must pass three intervals, and the table shows the widest:
 
 - a **two-level paired bootstrap**: each replicate draws seeds with replacement and one sample of
   test images with replacement, shared by all drawn seeds (every seed is scored on the same test
@@ -10,8 +10,7 @@ not reproduce. Here a difference must pass two intervals, and the table shows th
   95 % percentile interval of the mean accuracy difference over ``B`` replicates;
 - a **t interval over the per-seed differences** (S - 1 degrees of freedom): with 3 seeds the
   bootstrap's seed level has 10 distinct draws and cannot be wider than the seeds' range, so the
-  seed-to-seed variance is judged with Student's t.
-
+  seed-to-seed variance is judged with Student's t;
 - where a table makes several comparisons, a **t interval with the table's pooled seed variance**
   (:func:`adjust_family`): the per-seed differences' variance pooled over the table's comparisons,
   with their degrees of freedom added up. With 3 seeds one comparison's variance has 2 degrees of
@@ -66,8 +65,9 @@ class Comparison:
     seeds: list[int]
     diff: float  # mean over seeds of (setting - baseline) accuracy, points
     per_seed: list[float]  # the difference of each seed, points
-    ci: tuple[float, float]  # 95 %: the wider of the bootstrap and the seed-level t interval, points
-    p: float  # two-sided: the larger of the bootstrap's and the t test's
+    # 95 %: the widest of the bootstrap, the seed-level t and (after adjust_family) the pooled t interval
+    ci: tuple[float, float]
+    p: float  # two-sided: the largest of those tests' (the CSV column "p (bootstrap)", a name kept from before)
     mcnemar_p: list[float] = field(default_factory=list)  # per seed, exact McNemar
     p_holm: float | None = None  # Holm-adjusted over the table's comparisons (None: compared alone)
     family: int = 1  # how many comparisons that adjustment covers
@@ -108,7 +108,7 @@ def pool_seed_variance(comparisons: list[Comparison]) -> None:
     ss = [np.asarray(c.per_seed, dtype=np.float64) for c in comparisons]
     df = sum(len(x) - 1 for x in ss)
     var = sum(float(((x - x.mean()) ** 2).sum()) for x in ss) / df if df > 0 else 0.0
-    if var <= 0:
+    if not np.isfinite(var) or var <= 0:  # NaN (an empty test set) would otherwise pass silently
         return
     from scipy.stats import t as student_t
 

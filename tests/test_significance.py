@@ -145,3 +145,28 @@ def test_pooling_needs_a_family_and_some_variance():
     flat = [Comparison([0, 1, 2], d, [d] * 3, (d - 1, d + 1), 0.01) for d in (2.0, 3.0)]
     adjust_family(flat)  # no seed variance anywhere: nothing to pool, only Holm
     assert [c.p for c in flat] == [0.01, 0.01] and flat[0].p_holm == pytest.approx(0.02)
+
+
+def test_pooled_interval_weights_by_degrees_of_freedom_and_skips_short_comparisons():
+    """Seed counts 3 and 5: the pooled variance is sum((S_i - 1) var_i) / sum(S_i - 1) (df 2 + 4 = 6), each
+    interval is diff +- t(0.975, 6) sqrt(var / S_i) where that is wider; a 2-seed comparison is left out
+    of the pool and untouched."""
+    from scipy.stats import t as student_t
+
+    from fer_study.significance import Comparison, adjust_family
+
+    x3, x5 = np.array([0.2, 1.9, 1.0]), np.array([1.0, 1.1, 0.9, 1.2, 0.8])
+    a = Comparison([0, 1, 2], float(x3.mean()), x3.tolist(), (x3.mean() - 0.01, x3.mean() + 0.01), 1e-4)
+    b = Comparison([0, 1, 2, 3, 4], float(x5.mean()), x5.tolist(), (x5.mean() - 0.01, x5.mean() + 0.01), 1e-4)
+    short = Comparison([0, 1], 9.0, [0.0, 18.0], (-100.0, 100.0), 0.5)
+    adjust_family([a, short, b])
+    var = (2 * x3.var(ddof=1) + 4 * x5.var(ddof=1)) / 6
+    q = student_t.ppf(0.975, 6)
+    for c, x in ((a, x3), (b, x5)):
+        half = q * np.sqrt(var / len(x))
+        assert c.ci == pytest.approx((x.mean() - half, x.mean() + half))
+        assert c.p == pytest.approx(2 * student_t.sf(x.mean() / np.sqrt(var / len(x)), 6))
+    assert short.ci == (-100.0, 100.0) and short.p == 0.5 and short.p_holm is None
+    nan = [Comparison([0, 1, 2], 1.0, [1.0, float("nan"), 1.0], (0.5, 1.5), 0.01) for _ in range(2)]
+    adjust_family(nan)  # no finite variance to pool: only Holm
+    assert [c.ci for c in nan] == [(0.5, 1.5)] * 2 and nan[0].p == 0.01
