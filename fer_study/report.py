@@ -308,7 +308,7 @@ def _recipe_note(profile: str, overrides: list[str] | None, res: dict[str, CellR
         sorted((b, r["epochs"]) for b, r in PROFILE_BACKBONE_RECIPES.get(profile, {}).items() if "epochs" in r)
     also = f"; {', '.join(f'{b} {e} epochs' for b, e in others)}" if others else ""
     stn = any(x.model.stn for x in configs) if configs else \
-        spec is None or any(c.overrides.get("model.stn") is True for c in spec.cells)
+        spec is None or any(cell.overrides.get("model.stn") is True for cell in spec.cells)
     stn_lr = f" (STN {c.lr * c.stn_lr_scale:g})" if stn and c.stn_lr_scale != 1.0 else ""
     train = f"{c.epochs} epochs of batch {c.batch_size} ({opt} lr {c.lr:g}{stn_lr}, {c.schedule}{also})"
     sr = f"{c.sr_backend} x{m.sr_size // m.input_size} ({m.input_size}->{m.sr_size}) instead of DIC x8 (48->384)"
